@@ -1,0 +1,177 @@
+//! The record a handler receives.
+
+use bytes::Bytes;
+use std::fmt;
+use std::sync::Arc;
+
+/// One Kafka record as delivered to a handler: its coordinates, key, payload,
+/// headers and timestamp.
+///
+/// Cloning is cheap: the topic, key, payload and headers are reference counted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) payload: Option<Bytes>,
+    pub(crate) headers: Arc<[Header]>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+/// One record header. Kafka allows repeated names and null values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The header's name.
+    pub name: String,
+    /// The header's value; `None` for a null header.
+    pub value: Option<Bytes>,
+}
+
+impl Message {
+    /// Builds a record by hand, for unit tests of handler logic.
+    ///
+    /// ```
+    /// let msg = dispatcher::Message::new("orders", 0, 42)
+    ///     .with_key("customer-7")
+    ///     .with_payload(r#"{"id":1}"#);
+    /// assert_eq!(msg.offset(), 42);
+    /// assert_eq!(msg.key(), Some(&b"customer-7"[..]));
+    /// ```
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32, offset: i64) -> Self {
+        Message {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            payload: None,
+            headers: Arc::from(Vec::new()),
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the payload.
+    #[must_use]
+    pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        let mut headers = self.headers.to_vec();
+        headers.push(Header {
+            name: name.into(),
+            value: Some(value.into()),
+        });
+        self.headers = Arc::from(headers);
+        self
+    }
+
+    /// Sets the timestamp, in milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn with_timestamp(mut self, millis: i64) -> Self {
+        self.timestamp = Some(millis);
+        self
+    }
+
+    /// The topic the record was read from.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition the record was read from.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The record's offset in its partition.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// The record's key, if it has one.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The record's key as shared bytes.
+    pub fn key_bytes(&self) -> Option<&Bytes> {
+        self.key.as_ref()
+    }
+
+    /// The record's payload; `None` for a tombstone.
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
+    /// The record's payload as shared bytes.
+    pub fn payload_bytes(&self) -> Option<&Bytes> {
+        self.payload.as_ref()
+    }
+
+    /// All headers, in the order the producer wrote them.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The value of the last header called `name`, if any.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|h| h.name == name)
+            .and_then(|h| h.value.as_deref())
+    }
+
+    /// The record's timestamp in milliseconds since the Unix epoch, if the
+    /// producer or broker set one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    pub(crate) fn topic_arc(&self) -> &Arc<str> {
+        &self.topic
+    }
+}
+
+/// Shows the key as text when it is UTF-8, so log lines stay readable.
+pub(crate) struct KeyDisplay<'a>(pub(crate) Option<&'a [u8]>);
+
+impl fmt::Display for KeyDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("<none>"),
+            Some(k) => match std::str::from_utf8(k) {
+                Ok(s) => write!(f, "{s:?}"),
+                Err(_) => write!(
+                    f,
+                    "0x{}",
+                    k.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("key", &format_args!("{}", KeyDisplay(self.key())))
+            .field("payload_len", &self.payload.as_ref().map(Bytes::len))
+            .field("headers", &self.headers.len())
+            .field("timestamp", &self.timestamp)
+            .finish()
+    }
+}
