@@ -13,6 +13,7 @@ use std::time::Duration;
 /// matches both.
 pub struct HandlerError {
     inner: anyhow::Error,
+    type_name: &'static str,
 }
 
 /// The handler did not finish within its `timeout`. Retryable by default.
@@ -52,18 +53,23 @@ impl HandlerError {
     pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
         HandlerError {
             inner: anyhow::Error::new(error),
+            type_name: std::any::type_name::<E>(),
         }
     }
 
     /// Wraps an `anyhow::Error`, keeping its chain and downcasts.
     pub fn from_anyhow(error: anyhow::Error) -> Self {
-        HandlerError { inner: error }
+        HandlerError {
+            inner: error,
+            type_name: "anyhow::Error",
+        }
     }
 
     /// Wraps a boxed error.
     pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
         HandlerError {
             inner: anyhow::Error::from_boxed(error),
+            type_name: "Box<dyn Error + Send + Sync>",
         }
     }
 
@@ -76,6 +82,12 @@ impl HandlerError {
             "<non-string panic payload>".to_owned()
         };
         HandlerError::new(HandlerPanic { message })
+    }
+
+    /// The Rust type the handler returned as its error, e.g.
+    /// `std::io::Error` or `anyhow::Error`.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
     }
 
     /// Every error in the cause chain, outermost first, descending into

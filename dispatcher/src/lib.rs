@@ -1,18 +1,38 @@
-//! Declarative Kafka consumers for Rust. See the repository README for the guide.
+#![doc = include_str!("../../README.md")]
 
+mod broker;
+mod config;
+mod consumer;
+mod dead_letter;
+mod dispatcher;
+mod error;
+mod event;
+mod execute;
 mod extract;
 mod handler;
 mod handler_error;
+mod logging;
 mod message;
+mod partition;
 mod policy;
+pub mod testing;
+mod tracker;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
+pub use broker::EmbeddedBroker;
+pub use config::{ENV_BROKERS, ENV_CLIENT_ID, ENV_GROUP_ID, ENV_RDKAFKA_PREFIX};
+pub use dead_letter::headers as dead_letter_headers;
+pub use dispatcher::{run, Dispatcher, DispatcherBuilder, ShutdownHandle};
 pub use dispatcher_macros::kafka_handler;
+pub use error::{Error, Result};
+pub use event::{EventListener, Outcome, RecordEvent};
+pub use execute::DeadLetterWriteFailed;
 pub use extract::{DecodeError, FromMessage, Json};
 pub use handler::{registered_handlers, Handler, HandlerFuture, HandlerSpec};
 pub use handler_error::{Chain, HandlerError, HandlerPanic, HandlerTimeout};
+pub use logging::init_logging;
 pub use message::{Header, Message};
 pub use policy::{Backoff, Classification, Classify, ErrorMatcher, Ordering, Policy};

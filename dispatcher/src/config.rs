@@ -1,0 +1,357 @@
+//! Configuration: environment variables and builder settings, validated at
+//! startup.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Environment variable with the bootstrap servers, e.g. `broker1:9092,broker2:9092`.
+pub const ENV_BROKERS: &str = "KAFKA_BROKERS";
+/// Environment variable with the consumer group id.
+pub const ENV_GROUP_ID: &str = "KAFKA_GROUP_ID";
+/// Environment variable with the client id.
+pub const ENV_CLIENT_ID: &str = "KAFKA_CLIENT_ID";
+/// Prefix of environment variables passed through to librdkafka:
+/// `DISPATCHER_RDKAFKA_SECURITY_PROTOCOL=SSL` sets `security.protocol`.
+pub const ENV_RDKAFKA_PREFIX: &str = "DISPATCHER_RDKAFKA_";
+
+/// A value and where it came from, so errors can name the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sourced<T> {
+    pub(crate) value: T,
+    pub(crate) origin: String,
+}
+
+impl<T> Sourced<T> {
+    fn new(value: T, origin: impl Into<String>) -> Self {
+        Sourced {
+            value,
+            origin: origin.into(),
+        }
+    }
+}
+
+/// The dispatcher's settings after merging the environment and the builder
+/// (the builder wins).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) brokers: Option<Sourced<String>>,
+    pub(crate) group_id: Sourced<String>,
+    pub(crate) client_id: Sourced<String>,
+    pub(crate) rdkafka: BTreeMap<String, Sourced<String>>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) partition_buffer: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) embedded_partitions: i32,
+    pub(crate) poll_batch: usize,
+}
+
+/// The numeric settings, with their names for the environment
+/// (`DISPATCHER_<NAME>`) and the builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Knob {
+    MaxInFlight,
+    PartitionBuffer,
+    CommitIntervalMs,
+    DrainTimeoutMs,
+    EmbeddedPartitions,
+    PollBatch,
+}
+
+impl Knob {
+    pub(crate) const ALL: [Knob; 6] = [
+        Knob::MaxInFlight,
+        Knob::PartitionBuffer,
+        Knob::CommitIntervalMs,
+        Knob::DrainTimeoutMs,
+        Knob::EmbeddedPartitions,
+        Knob::PollBatch,
+    ];
+
+    pub(crate) fn env_name(self) -> &'static str {
+        match self {
+            Knob::MaxInFlight => "DISPATCHER_MAX_IN_FLIGHT",
+            Knob::PartitionBuffer => "DISPATCHER_PARTITION_BUFFER",
+            Knob::CommitIntervalMs => "DISPATCHER_COMMIT_INTERVAL_MS",
+            Knob::DrainTimeoutMs => "DISPATCHER_DRAIN_TIMEOUT_MS",
+            Knob::EmbeddedPartitions => "DISPATCHER_EMBEDDED_PARTITIONS",
+            Knob::PollBatch => "DISPATCHER_POLL_BATCH",
+        }
+    }
+
+    fn range(self) -> (u64, u64) {
+        match self {
+            Knob::MaxInFlight => (1, 1_000_000),
+            Knob::PartitionBuffer => (1, 10_000_000),
+            Knob::CommitIntervalMs => (10, 3_600_000),
+            Knob::DrainTimeoutMs => (0, 3_600_000),
+            Knob::EmbeddedPartitions => (1, 1_000),
+            Knob::PollBatch => (1, 100_000),
+        }
+    }
+}
+
+/// Raw inputs before validation.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawConfig {
+    pub(crate) brokers: Option<Sourced<String>>,
+    pub(crate) group_id: Option<Sourced<String>>,
+    pub(crate) client_id: Option<Sourced<String>>,
+    pub(crate) rdkafka: BTreeMap<String, Sourced<String>>,
+    pub(crate) knobs: BTreeMap<&'static str, Sourced<String>>,
+}
+
+impl RawConfig {
+    /// Reads the environment.
+    pub(crate) fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut raw = RawConfig::default();
+        for (name, value) in vars {
+            let origin = format!("environment variable {name}");
+            match name.as_str() {
+                ENV_BROKERS => raw.brokers = Some(Sourced::new(value, origin)),
+                ENV_GROUP_ID => raw.group_id = Some(Sourced::new(value, origin)),
+                ENV_CLIENT_ID => raw.client_id = Some(Sourced::new(value, origin)),
+                _ => {
+                    if let Some(prop) = name.strip_prefix(ENV_RDKAFKA_PREFIX) {
+                        let key = prop.to_ascii_lowercase().replace('_', ".");
+                        raw.rdkafka.insert(key, Sourced::new(value, origin));
+                    } else if let Some(knob) = Knob::ALL.iter().find(|k| k.env_name() == name) {
+                        raw.knobs
+                            .insert(knob.env_name(), Sourced::new(value, origin));
+                    }
+                }
+            }
+        }
+        raw
+    }
+
+    /// Lays `over` on top of `self`.
+    pub(crate) fn merge(mut self, over: RawConfig) -> Self {
+        if over.brokers.is_some() {
+            self.brokers = over.brokers;
+        }
+        if over.group_id.is_some() {
+            self.group_id = over.group_id;
+        }
+        if over.client_id.is_some() {
+            self.client_id = over.client_id;
+        }
+        self.rdkafka.extend(over.rdkafka);
+        self.knobs.extend(over.knobs);
+        self
+    }
+
+    pub(crate) fn set_knob(&mut self, knob: Knob, value: u64) {
+        let name = knob.env_name();
+        let builder = format!(
+            "Dispatcher::builder() ({})",
+            name.trim_start_matches("DISPATCHER_").to_ascii_lowercase()
+        );
+        self.knobs
+            .insert(name, Sourced::new(value.to_string(), builder));
+    }
+
+    pub(crate) fn set(&mut self, field: Field, value: String) {
+        let origin = format!("Dispatcher::builder() ({})", field.builder_name());
+        let v = Some(Sourced::new(value, origin));
+        match field {
+            Field::Brokers => self.brokers = v,
+            Field::GroupId => self.group_id = v,
+            Field::ClientId => self.client_id = v,
+        }
+    }
+
+    pub(crate) fn set_rdkafka(&mut self, key: String, value: String) {
+        let origin = format!("Dispatcher::builder().kafka_property({key:?}, ..)");
+        self.rdkafka.insert(key, Sourced::new(value, origin));
+    }
+
+    /// Validates everything, reporting the first problem with its source.
+    pub(crate) fn validate(self, program: &str) -> Result<Settings> {
+        let brokers = match self.brokers {
+            Some(b) if b.value.trim().is_empty() => None,
+            Some(b) => {
+                for server in b.value.split(',') {
+                    let server = server.trim();
+                    let ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok()
+                    });
+                    if !ok {
+                        return Err(Error::config(ENV_BROKERS, &b.value, &b.origin, format!("{server:?} is not host:port; write e.g. KAFKA_BROKERS=broker1:9092,broker2:9092")));
+                    }
+                }
+                Some(b)
+            }
+            None => None,
+        };
+        let group_id = match self.group_id {
+            Some(g) => {
+                check_id(ENV_GROUP_ID, &g)?;
+                g
+            }
+            None => Sourced::new(
+                program.to_owned(),
+                "the program name (set KAFKA_GROUP_ID to choose)",
+            ),
+        };
+        let client_id = match self.client_id {
+            Some(c) => {
+                check_id(ENV_CLIENT_ID, &c)?;
+                c
+            }
+            None => Sourced::new(
+                program.to_owned(),
+                "the program name (set KAFKA_CLIENT_ID to choose)",
+            ),
+        };
+        for (key, value) in &self.rdkafka {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                return Err(Error::config(key, &value.value, &value.origin, "not a librdkafka property name (lower-case words joined by dots, e.g. security.protocol)"));
+            }
+            if RESERVED.contains(&key.as_str()) {
+                return Err(Error::config(key, &value.value, &value.origin, "this property is managed by the dispatcher to keep offsets safe and cannot be overridden"));
+            }
+        }
+        let knob = |k: Knob, default: u64| -> Result<u64> {
+            let Some(raw) = self.knobs.get(k.env_name()) else {
+                return Ok(default);
+            };
+            let (lo, hi) = k.range();
+            match raw.value.trim().parse::<u64>() {
+                Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+                _ => Err(Error::config(
+                    k.env_name(),
+                    &raw.value,
+                    &raw.origin,
+                    format!("expected a whole number from {lo} to {hi}"),
+                )),
+            }
+        };
+        let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Ok(Settings {
+            brokers,
+            group_id,
+            client_id,
+            rdkafka: self.rdkafka,
+            max_in_flight: as_usize(knob(Knob::MaxInFlight, 10_000)?),
+            partition_buffer: as_usize(knob(Knob::PartitionBuffer, 5_000)?),
+            commit_interval: Duration::from_millis(knob(Knob::CommitIntervalMs, 1_000)?),
+            drain_timeout: Duration::from_millis(knob(Knob::DrainTimeoutMs, 10_000)?),
+            embedded_partitions: i32::try_from(knob(Knob::EmbeddedPartitions, 4)?).unwrap_or(4),
+            poll_batch: as_usize(knob(Knob::PollBatch, 2_048)?),
+        })
+    }
+}
+
+/// Properties the dispatcher sets itself because offset safety depends on them.
+const RESERVED: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+    "auto.commit.interval.ms",
+];
+
+fn check_id(key: &str, v: &Sourced<String>) -> Result<()> {
+    if v.value.trim().is_empty() || v.value.len() > 255 {
+        return Err(Error::config(
+            key,
+            &v.value,
+            &v.origin,
+            "must be 1 to 255 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The string settings a builder can set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field {
+    Brokers,
+    GroupId,
+    ClientId,
+}
+
+impl Field {
+    fn builder_name(self) -> &'static str {
+        match self {
+            Field::Brokers => "brokers",
+            Field::GroupId => "group_id",
+            Field::ClientId => "client_id",
+        }
+    }
+}
+
+/// The program's name, for the default group and client id.
+pub(crate) fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.split('-').next().map(str::to_owned).unwrap_or(s))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "dispatcher".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> RawConfig {
+        RawConfig::from_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_derive_group_from_program() {
+        let s = env(&[]).validate("billing").expect("valid");
+        assert_eq!(s.group_id.value, "billing");
+        assert!(s.brokers.is_none());
+        assert_eq!(s.max_in_flight, 10_000);
+    }
+
+    #[test]
+    fn environment_and_passthrough() {
+        let s = env(&[
+            ("KAFKA_BROKERS", "a:9092,b:9093"),
+            ("KAFKA_GROUP_ID", "g"),
+            ("DISPATCHER_RDKAFKA_SECURITY_PROTOCOL", "SSL"),
+            ("DISPATCHER_MAX_IN_FLIGHT", "64"),
+        ])
+        .validate("p")
+        .expect("valid");
+        assert_eq!(s.brokers.expect("set").value, "a:9092,b:9093");
+        assert_eq!(s.rdkafka["security.protocol"].value, "SSL");
+        assert_eq!(s.max_in_flight, 64);
+    }
+
+    #[test]
+    fn errors_name_key_and_origin() {
+        let err = env(&[("DISPATCHER_MAX_IN_FLIGHT", "lots")])
+            .validate("p")
+            .expect_err("invalid");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("DISPATCHER_MAX_IN_FLIGHT") && msg.contains("environment variable"),
+            "{msg}"
+        );
+        let err = env(&[("KAFKA_BROKERS", "localhost")])
+            .validate("p")
+            .expect_err("invalid");
+        assert!(err.to_string().contains("host:port"), "{err}");
+        let mut raw = env(&[]);
+        raw.set_rdkafka("enable.auto.commit".into(), "false".into());
+        let err = raw.validate("p").expect_err("reserved");
+        assert!(err.to_string().contains("kafka_property"), "{err}");
+    }
+
+    #[test]
+    fn builder_overrides_environment() {
+        let mut over = RawConfig::default();
+        over.set(Field::GroupId, "from-builder".into());
+        let s = env(&[("KAFKA_GROUP_ID", "from-env")])
+            .merge(over)
+            .validate("p")
+            .expect("valid");
+        assert_eq!(s.group_id.value, "from-builder");
+    }
+}

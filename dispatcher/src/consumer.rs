@@ -1,0 +1,403 @@
+//! The poll thread of one consumer group: owns the rdkafka consumer, runs
+//! the rebalance callbacks, routes records to partition workers, applies
+//! backpressure and stores offsets for commit.
+
+use crate::execute::HandlerRuntime;
+use crate::message::{Header, Message};
+use crate::partition::{self, FatalSlot, PartitionHandle, WorkerContext};
+use bytes::Bytes;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+type TopicPartition = (Arc<str>, i32);
+
+/// Settings of one group's poll loop.
+pub(crate) struct GroupOptions {
+    pub(crate) group: String,
+    pub(crate) handlers: HashMap<Arc<str>, Arc<HandlerRuntime>>,
+    pub(crate) partition_buffer: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) poll_batch: usize,
+}
+
+#[derive(Default)]
+struct GroupState {
+    partitions: HashMap<TopicPartition, PartitionHandle>,
+    /// Partitions revoked since the poll loop last looked.
+    revoked: HashSet<TopicPartition>,
+}
+
+/// The consumer's context: rdkafka calls it from inside `poll`, on the poll
+/// thread, so the revoke callback may block while partitions drain.
+pub(crate) struct GroupContext {
+    options: GroupOptions,
+    state: Mutex<GroupState>,
+    /// Bumped on every revoke.
+    epoch: AtomicU64,
+    rt: tokio::runtime::Handle,
+    global: Arc<Semaphore>,
+    fatal: Arc<FatalSlot>,
+}
+
+impl GroupContext {
+    pub(crate) fn new(
+        options: GroupOptions,
+        rt: tokio::runtime::Handle,
+        global: Arc<Semaphore>,
+        fatal: Arc<FatalSlot>,
+    ) -> Self {
+        GroupContext {
+            options,
+            state: Mutex::default(),
+            epoch: AtomicU64::new(0),
+            rt,
+            global,
+            fatal,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops the workers of `tps`, waits (bounded) for their in-flight
+    /// records, and commits their watermarks synchronously.
+    fn drain_and_commit(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        tps: &[TopicPartition],
+        why: &str,
+    ) {
+        let handles: Vec<(TopicPartition, PartitionHandle)> = {
+            let mut state = self.state();
+            state.revoked.extend(tps.iter().cloned());
+            tps.iter()
+                .filter_map(|tp| state.partitions.remove(tp).map(|h| (tp.clone(), h)))
+                .collect()
+        };
+        self.epoch.fetch_add(1, AtomicOrdering::AcqRel);
+        for (_, h) in &handles {
+            h.stop.cancel();
+        }
+        let deadline = Instant::now() + self.options.drain_timeout + Duration::from_secs(1);
+        for (_, h) in &handles {
+            // Disconnected (the worker exited) or timed out: either way go on.
+            let _ = h
+                .exited
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), h) in &handles {
+            let next = h.shared.committable.load(AtomicOrdering::Acquire);
+            if next >= 0 {
+                if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(next)) {
+                    tracing::error!(topic = &**topic, partition, error = %e, "cannot build the commit list");
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            commit_sync(consumer, &tpl, why);
+        }
+        if !handles.is_empty() {
+            tracing::info!(group = %self.options.group, partitions = %list(handles.iter().map(|(tp, _)| tp)), why, "partitions drained and committed");
+        }
+    }
+
+    /// Routes one poll batch to the partition workers, creating workers for
+    /// partitions seen for the first time in this assignment.
+    fn route(&self, batch: &mut Vec<Message>) {
+        let mut state = self.state();
+        let mut start = 0;
+        while start < batch.len() {
+            let (topic, partition) = (batch[start].topic_arc().clone(), batch[start].partition());
+            let mut end = start + 1;
+            while end < batch.len()
+                && batch[end].partition() == partition
+                && *batch[end].topic_arc() == topic
+            {
+                end += 1;
+            }
+            let run: Vec<Message> = batch[start..end].to_vec();
+            start = end;
+            let Some(handler) = self.options.handlers.get(&topic) else {
+                tracing::error!(
+                    topic = &*topic,
+                    partition,
+                    "received records of a topic no handler consumes; ignoring them"
+                );
+                continue;
+            };
+            let handle = state
+                .partitions
+                .entry((topic.clone(), partition))
+                .or_insert_with(|| {
+                    tracing::debug!(
+                        topic = &*topic,
+                        partition,
+                        handler = &*handler.name,
+                        "starting partition worker"
+                    );
+                    partition::spawn(
+                        &self.rt,
+                        topic.clone(),
+                        partition,
+                        WorkerContext {
+                            handler: handler.clone(),
+                            global: self.global.clone(),
+                            fatal: self.fatal.clone(),
+                            drain_timeout: self.options.drain_timeout,
+                        },
+                    )
+                });
+            handle
+                .shared
+                .buffered
+                .fetch_add(run.len(), AtomicOrdering::Relaxed);
+            if handle.records.send(run).is_err() {
+                tracing::error!(topic = &*topic, partition, "partition worker is gone; its records will be delivered again after the next rebalance");
+            }
+        }
+        batch.clear();
+    }
+
+    /// Drops records of partitions revoked while the batch was collected.
+    fn discard_revoked(&self, batch: &mut Vec<Message>) {
+        let mut state = self.state();
+        if state.revoked.is_empty() {
+            return;
+        }
+        batch.retain(|m| {
+            !state
+                .revoked
+                .contains(&(m.topic_arc().clone(), m.partition()))
+        });
+        state.revoked.clear();
+    }
+
+    /// Pauses full partitions, resumes drained ones, and stores the
+    /// watermarks that advanced, for the next commit.
+    fn maintain(&self, consumer: &BaseConsumer<GroupContext>) {
+        let cap = self.options.partition_buffer;
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        let mut store = TopicPartitionList::new();
+        {
+            let mut state = self.state();
+            for ((topic, partition), h) in state.partitions.iter_mut() {
+                let buffered = h.shared.buffered.load(AtomicOrdering::Relaxed);
+                if !h.paused && buffered >= cap {
+                    pause.add_partition(topic, *partition);
+                    h.paused = true;
+                    tracing::debug!(
+                        topic = &**topic,
+                        partition,
+                        buffered,
+                        "partition buffer full; pausing fetch"
+                    );
+                } else if h.paused && buffered <= cap / 2 {
+                    resume.add_partition(topic, *partition);
+                    h.paused = false;
+                    tracing::debug!(
+                        topic = &**topic,
+                        partition,
+                        buffered,
+                        "partition buffer drained; resuming fetch"
+                    );
+                }
+                let next = h.shared.committable.load(AtomicOrdering::Acquire);
+                if next > h.stored {
+                    if store
+                        .add_partition_offset(topic, *partition, Offset::Offset(next))
+                        .is_ok()
+                    {
+                        h.stored = next;
+                    }
+                }
+            }
+        }
+        if pause.count() > 0 {
+            if let Err(e) = consumer.pause(&pause) {
+                tracing::warn!(error = %e, "cannot pause partitions");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::warn!(error = %e, "cannot resume partitions");
+            }
+        }
+        if store.count() > 0 {
+            if let Err(e) = consumer.store_offsets(&store) {
+                tracing::debug!(error = %e, "cannot store offsets (partition no longer assigned?)");
+            }
+        }
+    }
+}
+
+fn list<'a>(tps: impl Iterator<Item = &'a TopicPartition>) -> String {
+    tps.map(|(t, p)| format!("{t}[{p}]"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn tpl_list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+/// Commits synchronously, retrying a few times: a failed commit only means
+/// records are delivered again, but we try hard to avoid that.
+fn commit_sync(consumer: &BaseConsumer<GroupContext>, tpl: &TopicPartitionList, why: &str) {
+    for attempt in 1..=3 {
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, why, offsets = ?tpl, "synchronous commit failed");
+                std::thread::sleep(Duration::from_millis(100 * attempt));
+            }
+        }
+    }
+    tracing::error!(why, offsets = ?tpl, "could not commit; records after the last committed offset will be delivered again");
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::logging::rdkafka_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(group = %self.options.group, error = %error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let tps = tpl_list(tpl);
+                tracing::info!(group = %self.options.group, partitions = %list(tps.iter()), "partitions revoked; draining in-flight records");
+                self.drain_and_commit(consumer, &tps, "revoke");
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => {
+                tracing::error!(group = %self.options.group, error = %e, "rebalance error")
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(group = %self.options.group, partitions = %list(tpl_list(tpl).iter()), "partitions assigned");
+            // Pause state does not survive a rebalance: apply it again to
+            // partitions we kept.
+            let mut pause = TopicPartitionList::new();
+            for ((topic, partition), h) in self.state().partitions.iter() {
+                if h.paused {
+                    pause.add_partition(topic, *partition);
+                }
+            }
+            if pause.count() > 0 {
+                if let Err(e) = consumer.pause(&pause) {
+                    tracing::warn!(error = %e, "cannot re-apply pauses after assignment");
+                }
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::trace!(offsets = ?offsets, "offsets committed"),
+            Err(e) => {
+                tracing::warn!(group = %self.options.group, error = %e, "periodic commit failed; the stored offsets are committed again at the next interval")
+            }
+        }
+    }
+}
+
+fn to_message(
+    m: &BorrowedMessage<'_>,
+    topics: &mut Vec<Arc<str>>,
+    no_headers: &Arc<[Header]>,
+) -> Message {
+    let name = m.topic();
+    let topic = match topics.iter().find(|t| &***t == name) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(name);
+            topics.push(t.clone());
+            t
+        }
+    };
+    let headers = match m.headers() {
+        Some(h) if h.count() > 0 => h
+            .iter()
+            .map(|h| Header {
+                name: h.key.to_owned(),
+                value: h.value.map(Bytes::copy_from_slice),
+            })
+            .collect(),
+        _ => no_headers.clone(),
+    };
+    Message {
+        topic,
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(Bytes::copy_from_slice),
+        payload: m.payload().map(Bytes::copy_from_slice),
+        headers,
+        timestamp: m.timestamp().to_millis(),
+    }
+}
+
+/// The poll loop. Returns when `shutdown` is cancelled, after draining and
+/// committing every partition and closing the consumer.
+pub(crate) fn poll_loop(
+    consumer: BaseConsumer<GroupContext>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let ctx = consumer.context().clone();
+    let mut batch: Vec<Message> = Vec::with_capacity(ctx.options.poll_batch);
+    let mut topics: Vec<Arc<str>> = Vec::new();
+    let no_headers: Arc<[Header]> = Arc::from(Vec::new());
+    while !shutdown.is_cancelled() {
+        let mut timeout = Duration::from_millis(100);
+        while batch.len() < ctx.options.poll_batch {
+            let epoch = ctx.epoch.load(AtomicOrdering::Acquire);
+            let polled = consumer.poll(timeout);
+            timeout = Duration::ZERO;
+            if ctx.epoch.load(AtomicOrdering::Acquire) != epoch {
+                ctx.discard_revoked(&mut batch);
+            }
+            match polled {
+                None => break,
+                Some(Ok(m)) => batch.push(to_message(&m, &mut topics, &no_headers)),
+                Some(Err(e)) => {
+                    tracing::warn!(group = %ctx.options.group, error = %e, "consumer error")
+                }
+            }
+        }
+        ctx.route(&mut batch);
+        ctx.maintain(&consumer);
+    }
+    // Shutdown: stop fetching, drain, commit, close.
+    tracing::info!(group = %ctx.options.group, "stopping: draining in-flight records and committing");
+    if let Ok(assigned) = consumer.assignment() {
+        if let Err(e) = consumer.pause(&assigned) {
+            tracing::debug!(error = %e, "cannot pause on shutdown");
+        }
+    }
+    let all: Vec<TopicPartition> = ctx.state().partitions.keys().cloned().collect();
+    ctx.drain_and_commit(&consumer, &all, "shutdown");
+    consumer.unsubscribe();
+    drop(consumer);
+    tracing::info!(group = %ctx.options.group, "consumer closed");
+}

@@ -1,0 +1,379 @@
+//! A test kit for handlers: run them on the embedded broker, publish
+//! records, and await each record's outcome with a deadline.
+//!
+//! ```no_run
+//! use dispatcher::testing::TestKit;
+//! use std::time::Duration;
+//!
+//! # async fn demo() -> dispatcher::Result<()> {
+//! let kit = TestKit::start(TestKit::builder().topics(["orders"])).await?;
+//! let (partition, offset) = kit.publish("orders", Some("customer-1"), r#"{"id":1}"#).await?;
+//! let outcome = kit.outcome("orders", partition, offset, Duration::from_secs(30)).await?;
+//! assert!(matches!(outcome, dispatcher::Outcome::Handled { .. }));
+//! kit.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+use crate::broker::EmbeddedBroker;
+use crate::error::{Error, Result};
+use crate::event::Outcome;
+use crate::{Dispatcher, DispatcherBuilder, ShutdownHandle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+type Key = (String, i32, i64);
+
+/// The embedded broker shared by every test kit in this process (the mock
+/// cluster's first group join is slow, so tests share one).
+pub fn shared_broker() -> Result<Arc<EmbeddedBroker>> {
+    static BROKER: OnceLock<Arc<EmbeddedBroker>> = OnceLock::new();
+    if let Some(b) = BROKER.get() {
+        return Ok(b.clone());
+    }
+    let b = Arc::new(EmbeddedBroker::start(1)?);
+    Ok(BROKER.get_or_init(|| b).clone())
+}
+
+/// Every event seen, by record.
+#[derive(Default)]
+struct Journal {
+    events: Mutex<HashMap<Key, Vec<Outcome>>>,
+}
+
+impl Journal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Outcome>>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A dispatcher running in the background of a test, with a producer to
+/// feed it and a journal of what happened to each record.
+pub struct TestKit {
+    run: Option<JoinHandle<Result<()>>>,
+    shutdown: ShutdownHandle,
+    producer: FutureProducer,
+    journal: Arc<Journal>,
+    brokers: String,
+    group: String,
+}
+
+impl std::fmt::Debug for TestKit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestKit")
+            .field("brokers", &self.brokers)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A unique group id for one test kit.
+fn unique_group() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, AtomicOrdering::Relaxed)
+    )
+}
+
+impl TestKit {
+    /// A builder set up for tests: the shared embedded broker (unless
+    /// `KAFKA_BROKERS` is set), a unique group id, no signal handling, short
+    /// commit interval and drain timeout. Narrow it to your handlers with
+    /// `.topics([...])`.
+    pub fn builder() -> DispatcherBuilder {
+        let builder = Dispatcher::builder()
+            .handle_signals(false)
+            .group_id(unique_group())
+            .commit_interval(Duration::from_millis(100))
+            .drain_timeout(Duration::from_secs(5));
+        match shared_broker() {
+            Ok(b) => builder.embedded_broker(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the shared embedded broker");
+                builder
+            }
+        }
+    }
+
+    /// Builds the dispatcher and runs it in the background.
+    pub async fn start(builder: DispatcherBuilder) -> Result<TestKit> {
+        let journal = Arc::new(Journal::default());
+        let j = journal.clone();
+        let dispatcher = builder
+            .on_event(move |e| {
+                j.lock()
+                    .entry((e.topic.to_string(), e.partition, e.offset))
+                    .or_default()
+                    .push(e.outcome.clone());
+            })
+            .build()?;
+        let brokers = dispatcher.bootstrap_servers().to_owned();
+        let group = dispatcher
+            .subscriptions()
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("linger.ms", "1")
+            .create()
+            .map_err(|e| Error::kafka("creating the test producer", e))?;
+        let shutdown = dispatcher.shutdown_handle();
+        let run = tokio::spawn(dispatcher.run());
+        Ok(TestKit {
+            run: Some(run),
+            shutdown,
+            producer,
+            journal,
+            brokers,
+            group,
+        })
+    }
+
+    /// The bootstrap servers of the broker the kit runs on.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// The consumer group of the dispatcher.
+    pub fn group_id(&self) -> &str {
+        &self.group
+    }
+
+    /// Publishes one record and returns its partition and offset.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(i32, i64)> {
+        self.send(topic, None, key.map(str::as_bytes), Some(payload.as_ref()))
+            .await
+    }
+
+    /// Publishes one record to a given partition.
+    pub async fn publish_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&str>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(i32, i64)> {
+        self.send(
+            topic,
+            Some(partition),
+            key.map(str::as_bytes),
+            Some(payload.as_ref()),
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<(i32, i64)> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(e, _)| Error::kafka(format!("publishing to {topic}"), e))
+    }
+
+    /// Every event of a record so far, in order.
+    pub fn events(&self, topic: &str, partition: i32, offset: i64) -> Vec<Outcome> {
+        self.journal
+            .lock()
+            .get(&(topic.to_owned(), partition, offset))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many records of `topic` reached a final outcome.
+    pub fn finished_count(&self, topic: &str) -> usize {
+        self.journal
+            .lock()
+            .iter()
+            .filter(|((t, _, _), evs)| t == topic && evs.iter().any(Outcome::is_final))
+            .count()
+    }
+
+    /// Every final outcome of `topic`'s records, by (partition, offset).
+    pub fn final_outcomes(&self, topic: &str) -> BTreeMap<(i32, i64), Outcome> {
+        self.journal
+            .lock()
+            .iter()
+            .filter(|((t, _, _), _)| t == topic)
+            .filter_map(|((_, p, o), evs)| {
+                evs.iter()
+                    .rev()
+                    .find(|e| e.is_final())
+                    .map(|e| ((*p, *o), e.clone()))
+            })
+            .collect()
+    }
+
+    /// Waits until `condition` holds, checking every 10 ms, or fails after
+    /// `timeout` with `what` in the error.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut(&TestKit) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if condition(self) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Runtime(format!(
+                    "timed out after {timeout:?} waiting for {what}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits for the final outcome of a record: handled, dead-lettered or
+    /// fatal.
+    pub async fn outcome(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<Outcome> {
+        let what = format!("the outcome of {topic}[{partition}]@{offset}");
+        self.wait_until(&what, timeout, |k| {
+            k.events(topic, partition, offset)
+                .iter()
+                .any(Outcome::is_final)
+        })
+        .await?;
+        self.events(topic, partition, offset)
+            .into_iter()
+            .rev()
+            .find(Outcome::is_final)
+            .ok_or_else(|| Error::Runtime(what))
+    }
+
+    /// The offsets the group has committed for `topic`, by partition.
+    pub async fn committed_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
+        let (brokers, group, topic) = (self.brokers.clone(), self.group.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || committed_offsets(&brokers, &group, &topic))
+            .await
+            .map_err(|e| Error::Runtime(e.to_string()))?
+    }
+
+    /// The end offset (high watermark) of each partition of `topic`.
+    pub async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
+        let (brokers, topic) = (self.brokers.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || end_offsets(&brokers, &topic))
+            .await
+            .map_err(|e| Error::Runtime(e.to_string()))?
+    }
+
+    /// Asks the dispatcher to stop and waits for `run()` to return.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.shutdown.shutdown();
+        self.join().await
+    }
+
+    /// Waits for `run()` to return by itself (after a fatal error).
+    pub async fn join(&mut self) -> Result<()> {
+        match self.run.take() {
+            Some(run) => run
+                .await
+                .map_err(|e| Error::Runtime(format!("the dispatcher task failed: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestKit {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+    }
+}
+
+fn metadata_client(brokers: &str, group: Option<&str>) -> Result<BaseConsumer> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    if let Some(g) = group {
+        c.set("group.id", g);
+    }
+    c.create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))
+}
+
+fn partitions(client: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let md = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| Error::kafka(format!("reading metadata of {topic}"), e))?;
+    Ok(md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// The committed offsets of `group` on `topic`, by partition (partitions
+/// with no commit are left out).
+pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    let client = metadata_client(brokers, Some(group))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(&client, topic)? {
+        tpl.add_partition(topic, p);
+    }
+    let committed = client
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| {
+            Error::kafka(
+                format!("reading committed offsets of {group} on {topic}"),
+                e,
+            )
+        })?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The end offset of each partition of `topic`.
+pub fn end_offsets(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    let client = metadata_client(brokers, None)?;
+    let mut out = BTreeMap::new();
+    for p in partitions(&client, topic)? {
+        let (_, high) = client
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| Error::kafka(format!("reading the end offset of {topic}[{p}]"), e))?;
+        out.insert(p, high);
+    }
+    Ok(out)
+}
