@@ -105,8 +105,7 @@ impl EmbeddedBroker {
     /// coordinator error, to test commit failure handling.
     pub fn fail_next_commits(&self, count: usize) -> Result<()> {
         self.with_cluster(move |c| {
-            let errors =
-                vec![
+            let errors = vec![
                     rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
                     count
                 ];

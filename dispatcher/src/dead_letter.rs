@@ -2,6 +2,7 @@
 //! headers an operator needs to act on them.
 
 use crate::Message;
+use futures::future::BoxFuture;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,24 +40,59 @@ pub mod headers {
     pub const LAST_FAILURE: &str = "dlt.last.failure";
 }
 
-/// Everything the dead-letter record says about the failure.
-pub(crate) struct DeadLetter<'a> {
-    pub(crate) topic: &'a str,
-    pub(crate) handler: &'a str,
-    pub(crate) reason: &'static str,
-    pub(crate) error_kind: &'static str,
-    pub(crate) error_type: &'a str,
-    pub(crate) error_message: String,
-    pub(crate) error_chain: String,
-    pub(crate) attempts: u32,
-    pub(crate) first_failure: SystemTime,
-    pub(crate) last_failure: SystemTime,
+/// Everything a dead-letter record says about the failure, besides the
+/// original record.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeadLetter<'a> {
+    /// The dead-letter topic to write to.
+    pub topic: &'a str,
+    /// The consumer group that gave up on the record.
+    pub consumer_group: &'a str,
+    /// The qualified name of the handler.
+    pub handler: &'a str,
+    /// `not-retryable`, `retries-exhausted` or `undecodable`.
+    pub reason: &'static str,
+    /// The kind of the outermost error: decode, timeout, panic, io or handler.
+    pub error_kind: &'static str,
+    /// The Rust type the handler returned as its error.
+    pub error_type: &'a str,
+    /// The outermost error's message.
+    pub error_message: String,
+    /// The whole cause chain, `outer: cause: root`.
+    pub error_chain: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failure: SystemTime,
+    /// When the last attempt failed.
+    pub last_failure: SystemTime,
 }
 
-/// Writes dead letters and waits for the broker's acknowledgement.
-pub(crate) struct DeadLetterProducer {
+/// The error of a dead-letter write.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where dead letters go. The default writes to Kafka; implement this to
+/// send them elsewhere, and set it with
+/// [`DispatcherBuilder::dead_letter_sink`](crate::DispatcherBuilder::dead_letter_sink).
+///
+/// The source record's offset is committed only after `publish` returns
+/// `Ok`, so return `Ok` only once the dead letter is durable. An `Err`
+/// stops the consumer as fatal: the record is not lost, it is delivered
+/// again after a restart.
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Writes one dead letter for `record`.
+    fn publish<'a>(
+        &'a self,
+        record: &'a Message,
+        letter: &'a DeadLetter<'a>,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// Writes dead letters to Kafka and waits for the broker's acknowledgement,
+/// retrying a failed write a few times with backoff.
+pub(crate) struct KafkaDeadLetters {
     producer: FutureProducer,
-    group: String,
 }
 
 fn millis(t: SystemTime) -> String {
@@ -66,15 +102,28 @@ fn millis(t: SystemTime) -> String {
         .to_string()
 }
 
-impl DeadLetterProducer {
-    pub(crate) fn new(producer: FutureProducer, group: String) -> Self {
-        DeadLetterProducer { producer, group }
+impl KafkaDeadLetters {
+    pub(crate) fn new(producer: FutureProducer) -> Self {
+        KafkaDeadLetters { producer }
     }
+}
 
-    /// Writes one dead letter, retrying a failed write a few times with
-    /// backoff. An error means it could not be written: the caller must not
-    /// finish the record.
-    pub(crate) async fn publish(
+impl DeadLetterSink for KafkaDeadLetters {
+    fn publish<'a>(
+        &'a self,
+        msg: &'a Message,
+        dl: &'a DeadLetter<'a>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.write(msg, dl)
+                .await
+                .map_err(|e| Box::new(e) as SinkError)
+        })
+    }
+}
+
+impl KafkaDeadLetters {
+    async fn write(
         &self,
         msg: &Message,
         dl: &DeadLetter<'_>,
@@ -96,7 +145,7 @@ impl DeadLetterProducer {
             (headers::ORIGINAL_PARTITION, Some(&partition)),
             (headers::ORIGINAL_OFFSET, Some(&offset)),
             (headers::ORIGINAL_TIMESTAMP, timestamp.as_deref()),
-            (headers::CONSUMER_GROUP, Some(&self.group)),
+            (headers::CONSUMER_GROUP, Some(dl.consumer_group)),
             (headers::HANDLER, Some(dl.handler)),
             (headers::REASON, Some(dl.reason)),
             (headers::ERROR_KIND, Some(dl.error_kind)),

@@ -3,7 +3,7 @@
 use crate::broker::EmbeddedBroker;
 use crate::config::{self, Field, Knob, RawConfig, Settings};
 use crate::consumer::{self, GroupContext, GroupOptions};
-use crate::dead_letter::DeadLetterProducer;
+use crate::dead_letter::{DeadLetterSink, KafkaDeadLetters};
 use crate::error::{Error, Result};
 use crate::event::{EventListener, RecordEvent};
 use crate::execute::HandlerRuntime;
@@ -70,6 +70,7 @@ pub struct DispatcherBuilder {
     listeners: Vec<EventListener>,
     signals: bool,
     broker: Option<Arc<EmbeddedBroker>>,
+    sink: Option<Arc<dyn DeadLetterSink>>,
 }
 
 impl std::fmt::Debug for DispatcherBuilder {
@@ -201,6 +202,12 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Sends dead letters to `sink` instead of the `<topic>.DLT` Kafka topics.
+    pub fn dead_letter_sink(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
     /// Uses this embedded broker instead of starting one, when no brokers
     /// are configured.
     pub fn embedded_broker(mut self, broker: Arc<EmbeddedBroker>) -> Self {
@@ -299,6 +306,7 @@ impl DispatcherBuilder {
             listeners: self.listeners.into(),
             signals: self.signals,
             shutdown: CancellationToken::new(),
+            sink: self.sink,
         })
     }
 }
@@ -312,6 +320,7 @@ pub struct Dispatcher {
     listeners: Arc<[EventListener]>,
     signals: bool,
     shutdown: CancellationToken,
+    sink: Option<Arc<dyn DeadLetterSink>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -335,6 +344,7 @@ impl Dispatcher {
             listeners: Vec::new(),
             signals: true,
             broker: None,
+            sink: None,
         }
     }
 
@@ -469,10 +479,16 @@ impl Dispatcher {
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000");
-        let producer: FutureProducer = producer_config
-            .create()
-            .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
-        let dead_letters = Arc::new(DeadLetterProducer::new(producer, group.to_owned()));
+        let dead_letters: Arc<dyn DeadLetterSink> = match &self.sink {
+            Some(sink) => sink.clone(),
+            None => {
+                let producer: FutureProducer = producer_config
+                    .create()
+                    .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
+                Arc::new(KafkaDeadLetters::new(producer))
+            }
+        };
+        let group_name: Arc<str> = Arc::from(group);
         let mut handlers = HashMap::new();
         for spec in specs {
             let runtime = Arc::new(HandlerRuntime {
@@ -484,6 +500,7 @@ impl Dispatcher {
                     .map(|n| Arc::new(Semaphore::new(n))),
                 listeners: self.listeners.clone(),
                 dead_letters: dead_letters.clone(),
+                group: group_name.clone(),
             });
             for t in spec.topics {
                 handlers.insert(Arc::from(*t), runtime.clone());

@@ -1,7 +1,7 @@
 //! One record through its handler: attempts, timeout, panic capture,
 //! classification, backoff, dead letter.
 
-use crate::dead_letter::{DeadLetter, DeadLetterProducer};
+use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
 use crate::event::{EventListener, Outcome, RecordEvent};
 use crate::handler_error::{HandlerError, HandlerTimeout};
 use crate::message::KeyDisplay;
@@ -20,7 +20,8 @@ pub(crate) struct HandlerRuntime {
     pub(crate) name: Arc<str>,
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     pub(crate) listeners: Arc<[EventListener]>,
-    pub(crate) dead_letters: Arc<DeadLetterProducer>,
+    pub(crate) dead_letters: Arc<dyn DeadLetterSink>,
+    pub(crate) group: Arc<str>,
 }
 
 /// How a record ended.
@@ -151,6 +152,7 @@ impl HandlerRuntime {
         let topic = self.dead_letter_topic(msg.topic());
         let dl = DeadLetter {
             topic: &topic,
+            consumer_group: &self.group,
             handler: &self.name,
             reason,
             error_kind: error.kind_name(),
@@ -202,5 +204,232 @@ pub struct DeadLetterWriteFailed {
     topic: String,
     original: String,
     #[source]
-    source: rdkafka::error::KafkaError,
+    source: SinkError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::DeadLetterSink;
+    use crate::policy::{Backoff, ErrorMatcher, Policy};
+    use crate::{Handler, HandlerFuture};
+    use futures::future::BoxFuture;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("configuration is broken")]
+    struct ConfigError;
+
+    #[derive(Clone)]
+    enum Step {
+        Ok,
+        Io,
+        Other,
+        Fatal,
+        Panic,
+        Hang,
+    }
+
+    struct Scripted {
+        steps: Mutex<VecDeque<Step>>,
+        calls: Mutex<Vec<Instant>>,
+    }
+
+    impl Handler for Scripted {
+        fn call<'a>(&'a self, _msg: &'a Message) -> HandlerFuture<'a> {
+            self.calls.lock().expect("lock").push(Instant::now());
+            let step = self
+                .steps
+                .lock()
+                .expect("lock")
+                .pop_front()
+                .unwrap_or(Step::Ok);
+            Box::pin(async move {
+                match step {
+                    Step::Ok => Ok(()),
+                    Step::Io => Err(HandlerError::new(std::io::Error::other("connection reset"))),
+                    Step::Other => Err(HandlerError::new(std::fmt::Error)),
+                    Step::Fatal => Err(HandlerError::from_anyhow(
+                        anyhow::Error::new(ConfigError).context("loading rules"),
+                    )),
+                    Step::Panic => panic!("boom"),
+                    Step::Hang => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(())
+                    }
+                }
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink {
+        letters: Mutex<Vec<(String, &'static str, &'static str, u32)>>,
+        fail: bool,
+    }
+
+    impl DeadLetterSink for Sink {
+        fn publish<'a>(
+            &'a self,
+            _record: &'a Message,
+            l: &'a DeadLetter<'a>,
+        ) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async move {
+                if self.fail {
+                    return Err("broker unavailable".into());
+                }
+                self.letters.lock().expect("lock").push((
+                    l.topic.to_owned(),
+                    l.reason,
+                    l.error_kind,
+                    l.attempts,
+                ));
+                Ok(())
+            })
+        }
+    }
+
+    static FATAL: [ErrorMatcher; 1] = [ErrorMatcher::of::<ConfigError>("ConfigError")];
+
+    fn runtime(
+        steps: Vec<Step>,
+        policy: Policy,
+        sink: Arc<Sink>,
+    ) -> (HandlerRuntime, &'static Scripted) {
+        let handler: &'static Scripted = Box::leak(Box::new(Scripted {
+            steps: Mutex::new(steps.into()),
+            calls: Mutex::new(Vec::new()),
+        }));
+        let spec = HandlerSpec {
+            name: "scripted",
+            module_path: "tests",
+            file: file!(),
+            line: line!(),
+            topics: &["t"],
+            group: None,
+            policy: policy.fatal(&FATAL),
+            handler,
+        };
+        let rt = HandlerRuntime {
+            spec,
+            name: Arc::from("tests::scripted"),
+            concurrency: None,
+            listeners: Arc::from(Vec::new()),
+            dead_letters: sink,
+            group: Arc::from("g"),
+        };
+        (rt, handler)
+    }
+
+    fn gaps(h: &Scripted) -> Vec<Duration> {
+        let calls = h.calls.lock().expect("lock");
+        calls.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    fn msg() -> Message {
+        Message::new("t", 0, 7).with_payload("x")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_with_fixed_backoff_then_succeeds() {
+        let sink = Arc::new(Sink::default());
+        let policy = Policy::DEFAULT
+            .max_attempts(3)
+            .backoff(Backoff::Fixed(Duration::from_millis(100)));
+        let (rt, h) = runtime(vec![Step::Io, Step::Io, Step::Ok], policy, sink.clone());
+        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert_eq!(gaps(h), vec![Duration::from_millis(100); 2]);
+        assert!(sink.letters.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_retries_go_to_the_dead_letter_topic_with_exponential_delays() {
+        let sink = Arc::new(Sink::default());
+        let backoff = Backoff::Exponential {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+            factor: 2.0,
+            jitter: 0.0,
+        };
+        let (rt, h) = runtime(
+            vec![Step::Io; 4],
+            Policy::DEFAULT.max_attempts(4).backoff(backoff),
+            sink.clone(),
+        );
+        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert_eq!(
+            gaps(h),
+            vec![
+                Duration::from_millis(100),
+                Duration::from_millis(200),
+                Duration::from_millis(300)
+            ]
+        );
+        assert_eq!(
+            *sink.letters.lock().expect("lock"),
+            vec![("t.DLT".to_owned(), "retries-exhausted", "io", 4)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_retryable_errors_are_dead_lettered_at_once() {
+        let sink = Arc::new(Sink::default());
+        let (rt, h) = runtime(vec![Step::Other], Policy::DEFAULT, sink.clone());
+        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert_eq!(h.calls.lock().expect("lock").len(), 1);
+        assert_eq!(
+            *sink.letters.lock().expect("lock"),
+            vec![("t.DLT".to_owned(), "not-retryable", "handler", 1)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fatal_errors_stop_without_dead_letter() {
+        let sink = Arc::new(Sink::default());
+        let (rt, _) = runtime(vec![Step::Fatal], Policy::DEFAULT, sink.clone());
+        match rt.process(&msg()).await {
+            Finish::Fatal(e) => assert!(e.is::<ConfigError>(), "{e:?}"),
+            Finish::Done => panic!("expected fatal"),
+        }
+        assert!(sink.letters.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn panics_are_caught_and_dead_lettered() {
+        let sink = Arc::new(Sink::default());
+        let (rt, _) = runtime(vec![Step::Panic], Policy::DEFAULT, sink.clone());
+        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert_eq!(
+            *sink.letters.lock().expect("lock"),
+            vec![("t.DLT".to_owned(), "not-retryable", "panic", 1)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_retry_by_default() {
+        let sink = Arc::new(Sink::default());
+        let policy = Policy::DEFAULT
+            .timeout(Duration::from_secs(1))
+            .backoff(Backoff::Fixed(Duration::from_millis(10)));
+        let (rt, h) = runtime(vec![Step::Hang, Step::Ok], policy, sink.clone());
+        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert_eq!(gaps(h), vec![Duration::from_millis(1010)]);
+        assert!(sink.letters.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_that_cannot_be_written_is_fatal() {
+        let sink = Arc::new(Sink {
+            fail: true,
+            ..Sink::default()
+        });
+        let (rt, _) = runtime(vec![Step::Other], Policy::DEFAULT, sink);
+        match rt.process(&msg()).await {
+            Finish::Fatal(e) => assert!(e.is::<DeadLetterWriteFailed>(), "{e:?}"),
+            Finish::Done => panic!("expected fatal"),
+        }
+    }
 }

@@ -12,8 +12,13 @@ use std::time::Duration;
 /// [`std::io::Error::get_ref`], so an I/O error wrapping a custom error
 /// matches both.
 pub struct HandlerError {
-    inner: anyhow::Error,
+    inner: Inner,
     type_name: &'static str,
+}
+
+enum Inner {
+    Anyhow(anyhow::Error),
+    Boxed(Box<dyn StdError + Send + Sync + 'static>),
 }
 
 /// The handler did not finish within its `timeout`. Retryable by default.
@@ -52,7 +57,7 @@ impl HandlerError {
     /// Wraps any standard error.
     pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
         HandlerError {
-            inner: anyhow::Error::new(error),
+            inner: Inner::Anyhow(anyhow::Error::new(error)),
             type_name: std::any::type_name::<E>(),
         }
     }
@@ -60,7 +65,7 @@ impl HandlerError {
     /// Wraps an `anyhow::Error`, keeping its chain and downcasts.
     pub fn from_anyhow(error: anyhow::Error) -> Self {
         HandlerError {
-            inner: error,
+            inner: Inner::Anyhow(error),
             type_name: "anyhow::Error",
         }
     }
@@ -68,7 +73,7 @@ impl HandlerError {
     /// Wraps a boxed error.
     pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
         HandlerError {
-            inner: anyhow::Error::from_boxed(error),
+            inner: Inner::Boxed(error),
             type_name: "Box<dyn Error + Send + Sync>",
         }
     }
@@ -93,33 +98,55 @@ impl HandlerError {
     /// Every error in the cause chain, outermost first, descending into
     /// `std::io::Error::get_ref()` where an I/O error wraps another error.
     pub fn chain(&self) -> Chain<'_> {
-        Chain {
-            next: self.inner.chain().next(),
+        let mut roots = Vec::with_capacity(2);
+        match &self.inner {
+            Inner::Anyhow(a) => {
+                // anyhow can wrap errors (boxed ones, contexts) whose wrapper
+                // hides the original from a plain source() walk; its own
+                // downcast still finds an I/O error, so walk from there too.
+                if let Some(io) = a.downcast_ref::<std::io::Error>() {
+                    roots.push(io as &(dyn StdError + 'static));
+                }
+                if let Some(top) = a.chain().next() {
+                    roots.push(top);
+                }
+            }
+            Inner::Boxed(b) => roots.push(&**b as &(dyn StdError + 'static)),
+        }
+        Chain { next: None, roots }
+    }
+
+    fn top(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.inner {
+            Inner::Anyhow(a) => a.chain().next(),
+            Inner::Boxed(b) => Some(&**b as &(dyn StdError + 'static)),
         }
     }
 
     /// Whether an error of type `T` appears anywhere in the chain.
-    pub fn is<T: StdError + 'static>(&self) -> bool {
+    pub fn is<T: StdError + Send + Sync + 'static>(&self) -> bool {
         self.find::<T>().is_some()
     }
 
     /// The first error of type `T` in the chain.
-    pub fn find<T: StdError + 'static>(&self) -> Option<&T> {
+    pub fn find<T: StdError + Send + Sync + 'static>(&self) -> Option<&T> {
+        if let Inner::Anyhow(a) = &self.inner {
+            if let Some(t) = a.downcast_ref::<T>() {
+                return Some(t);
+            }
+        }
         self.chain().find_map(|e| e.downcast_ref::<T>())
     }
 
     /// Whether the payload could not be decoded into the handler's argument.
     pub fn is_decode_error(&self) -> bool {
-        self.inner
-            .chain()
-            .next()
-            .is_some_and(|e| e.is::<DecodeError>())
+        self.top().is_some_and(|e| e.is::<DecodeError>())
     }
 
     /// The name of the outermost error's type when it is one the runtime
     /// knows, for logs and dead-letter headers.
     pub(crate) fn kind_name(&self) -> &'static str {
-        let top = self.inner.chain().next();
+        let top = self.top();
         match top {
             Some(e) if e.is::<DecodeError>() => "decode",
             Some(e) if e.is::<HandlerTimeout>() => "timeout",
@@ -132,7 +159,11 @@ impl HandlerError {
     /// The cause chain as one line: `outer: cause: root cause`.
     pub fn chain_message(&self) -> String {
         let mut out = String::new();
-        for (i, e) in self.chain().enumerate() {
+        let display = Chain {
+            next: self.top(),
+            roots: Vec::new(),
+        };
+        for (i, e) in display.enumerate() {
             if i > 0 {
                 out.push_str(": ");
             }
@@ -145,13 +176,17 @@ impl HandlerError {
 /// Iterator over a [`HandlerError`]'s cause chain.
 pub struct Chain<'a> {
     next: Option<&'a (dyn StdError + 'static)>,
+    roots: Vec<&'a (dyn StdError + 'static)>,
 }
 
 impl<'a> Iterator for Chain<'a> {
     type Item = &'a (dyn StdError + 'static);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let current = self.next?;
+        let current = match self.next {
+            Some(c) => c,
+            None => self.roots.pop()?,
+        };
         self.next = match current.downcast_ref::<std::io::Error>() {
             Some(io) if io.get_ref().is_some() => {
                 io.get_ref().map(|e| e as &(dyn StdError + 'static))
@@ -164,7 +199,10 @@ impl<'a> Iterator for Chain<'a> {
 
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.inner, f)
+        match &self.inner {
+            Inner::Anyhow(a) => fmt::Display::fmt(a, f),
+            Inner::Boxed(b) => fmt::Display::fmt(b, f),
+        }
     }
 }
 
@@ -182,6 +220,9 @@ impl<E: StdError + Send + Sync + 'static> From<E> for HandlerError {
 
 impl AsRef<dyn StdError + Send + Sync> for HandlerError {
     fn as_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
-        self.inner.as_ref()
+        match &self.inner {
+            Inner::Anyhow(a) => a.as_ref(),
+            Inner::Boxed(b) => &**b,
+        }
     }
 }

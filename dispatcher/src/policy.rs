@@ -52,10 +52,10 @@ pub trait Classify: Send + Sync + 'static {
 #[derive(Clone, Copy)]
 pub struct ErrorMatcher {
     name: &'static str,
-    matches: fn(&(dyn StdError + 'static)) -> bool,
+    matches: fn(&HandlerError) -> bool,
 }
 
-fn is_type<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
+fn is_type<T: StdError + Send + Sync + 'static>(e: &HandlerError) -> bool {
     e.is::<T>()
 }
 
@@ -75,7 +75,7 @@ impl ErrorMatcher {
 
     /// Whether the error's chain contains this type.
     pub fn matches(&self, error: &HandlerError) -> bool {
-        error.chain().any(|e| (self.matches)(e))
+        (self.matches)(error)
     }
 }
 
@@ -299,6 +299,170 @@ impl Policy {
             Classification::Retry
         } else {
             Classification::DeadLetter
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("rules are missing")]
+    struct ConfigError;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("service call failed")]
+    struct ServiceError(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Box<dyn StdError + Send + Sync>);
+
+    static CONFIG: [ErrorMatcher; 1] = [ErrorMatcher::of::<ConfigError>("ConfigError")];
+    static IO: [ErrorMatcher; 1] = [ErrorMatcher::of::<std::io::Error>("std::io::Error")];
+
+    fn flavours() -> Vec<(&'static str, HandlerError)> {
+        vec![
+            ("plain", HandlerError::new(ConfigError)),
+            (
+                "inside io::Error::get_ref",
+                HandlerError::new(std::io::Error::other(ConfigError)),
+            ),
+            (
+                "io inside a source chain",
+                HandlerError::new(ServiceError(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    ConfigError,
+                ))),
+            ),
+            (
+                "anyhow",
+                HandlerError::from_anyhow(anyhow::Error::new(ConfigError)),
+            ),
+            (
+                "anyhow with context",
+                HandlerError::from_anyhow(
+                    anyhow::Error::new(ConfigError)
+                        .context("loading")
+                        .context("starting"),
+                ),
+            ),
+            ("boxed", HandlerError::from_boxed(Box::new(ConfigError))),
+            (
+                "boxed in a chain",
+                HandlerError::new(Outer(Box::new(ConfigError))),
+            ),
+            (
+                "anyhow context over io over custom",
+                HandlerError::from_anyhow(
+                    anyhow::Error::new(std::io::Error::other(ConfigError))
+                        .context("calling rules service"),
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_listed_type_matches_anywhere_in_the_chain() {
+        for (name, err) in flavours() {
+            assert!(CONFIG[0].matches(&err), "{name}: {err:?}");
+            assert_eq!(
+                Policy::DEFAULT.fatal(&CONFIG).classify(&err),
+                Classification::Fatal,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn fatal_is_checked_before_retry() {
+        let err = HandlerError::new(std::io::Error::other(ConfigError));
+        let policy = Policy::DEFAULT.retry(&IO).fatal(&CONFIG);
+        assert_eq!(policy.classify(&err), Classification::Fatal);
+        assert_eq!(
+            Policy::DEFAULT.retry(&IO).classify(&err),
+            Classification::Retry
+        );
+    }
+
+    #[test]
+    fn defaults_retry_io_and_timeouts_and_dead_letter_the_rest() {
+        let p = Policy::DEFAULT;
+        assert_eq!(
+            p.classify(&HandlerError::new(std::io::Error::other("reset"))),
+            Classification::Retry
+        );
+        assert_eq!(
+            p.classify(&HandlerError::new(HandlerTimeout {
+                limit: Duration::from_secs(1)
+            })),
+            Classification::Retry
+        );
+        assert_eq!(
+            p.classify(&HandlerError::new(ConfigError)),
+            Classification::DeadLetter
+        );
+        let decode = HandlerError::new(crate::DecodeError::new("Json<T>", "bad"));
+        assert_eq!(
+            Policy::DEFAULT.retry(&IO).classify(&decode),
+            Classification::DeadLetter
+        );
+        // A listed retry list replaces the default one.
+        assert_eq!(
+            Policy::DEFAULT
+                .retry(&CONFIG)
+                .classify(&HandlerError::new(std::io::Error::other("x"))),
+            Classification::DeadLetter
+        );
+    }
+
+    #[test]
+    fn a_custom_classifier_comes_first() {
+        struct AlwaysRetry;
+        impl Classify for AlwaysRetry {
+            fn classify(&self, error: &HandlerError) -> Option<Classification> {
+                error.is::<ConfigError>().then_some(Classification::Retry)
+            }
+        }
+        let p = Policy::DEFAULT.fatal(&CONFIG).classifier(&AlwaysRetry);
+        assert_eq!(
+            p.classify(&HandlerError::new(ConfigError)),
+            Classification::Retry
+        );
+        assert_eq!(
+            p.classify(&HandlerError::new(std::fmt::Error)),
+            Classification::DeadLetter
+        );
+    }
+
+    #[test]
+    fn exponential_backoff_grows_caps_and_jitters_down() {
+        let b = Backoff::Exponential {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            factor: 3.0,
+            jitter: 0.5,
+        };
+        assert_eq!(b.delay(1, 0.0), Duration::from_millis(100));
+        assert_eq!(b.delay(2, 0.0), Duration::from_millis(300));
+        assert_eq!(b.delay(3, 0.0), Duration::from_millis(900));
+        assert_eq!(b.delay(4, 0.0), Duration::from_secs(1));
+        assert_eq!(b.delay(40, 0.0), Duration::from_secs(1));
+        assert_eq!(b.delay(2, 1.0), Duration::from_millis(150));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn backoff_stays_within_bounds(retry in 1u32..100, r in 0.0f64..1.0, factor in 1.0f64..10.0, jitter in 0.0f64..1.0) {
+            let max = Duration::from_secs(30);
+            let b = Backoff::Exponential { initial: Duration::from_millis(50), max, factor, jitter };
+            let d = b.delay(retry, r);
+            proptest::prop_assert!(d <= max);
+            let undithered = b.delay(retry, 0.0);
+            proptest::prop_assert!(d <= undithered);
+            proptest::prop_assert!(d.as_secs_f64() >= undithered.as_secs_f64() * (1.0 - jitter) - 1e-9);
+            proptest::prop_assert!(b.delay(retry + 1, 0.0) >= undithered);
         }
     }
 }
