@@ -41,6 +41,70 @@ pub fn shared_broker() -> Result<Arc<EmbeddedBroker>> {
     Ok(BROKER.get_or_init(|| b).clone())
 }
 
+/// A small producer for tests and examples: publishes one record and waits
+/// for the broker's acknowledgement.
+pub struct Producer {
+    inner: FutureProducer,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Producer")
+    }
+}
+
+impl Producer {
+    /// A producer for `brokers` (bootstrap servers).
+    pub fn new(brokers: &str) -> Result<Self> {
+        let inner = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "1")
+            .create()
+            .map_err(|e| Error::kafka("creating the test producer", e))?;
+        Ok(Producer { inner })
+    }
+
+    /// Publishes one record and returns its partition and offset.
+    pub async fn publish(&self, topic: &str, key: Option<&str>, payload: impl AsRef<[u8]>) -> Result<(i32, i64)> {
+        self.send(topic, None, key.map(str::as_bytes), Some(payload.as_ref()), &[]).await
+    }
+
+    /// Publishes one record with every field chosen: a partition (or the
+    /// partitioner's choice), a key, a payload (`None` for a tombstone) and
+    /// headers.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(i32, i64)> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if !headers.is_empty() {
+            let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+            for (name, value) in headers {
+                h = h.insert(rdkafka::message::Header { key: name, value: Some(*value) });
+            }
+            record = record.headers(h);
+        }
+        self.inner
+            .send(record, Duration::from_secs(10))
+            .await
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(e, _)| Error::kafka(format!("publishing to {topic}"), e))
+    }
+}
+
 /// Every event seen, by record.
 #[derive(Default)]
 struct Journal {
@@ -58,7 +122,7 @@ impl Journal {
 pub struct TestKit {
     run: Option<JoinHandle<Result<()>>>,
     shutdown: ShutdownHandle,
-    producer: FutureProducer,
+    producer: Producer,
     journal: Arc<Journal>,
     brokers: String,
     group: String,
@@ -122,11 +186,7 @@ impl TestKit {
             .next()
             .cloned()
             .unwrap_or_default();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("linger.ms", "1")
-            .create()
-            .map_err(|e| Error::kafka("creating the test producer", e))?;
+        let producer = Producer::new(&brokers)?;
         let shutdown = dispatcher.shutdown_handle();
         let run = tokio::spawn(dispatcher.run());
         Ok(TestKit {
@@ -150,55 +210,18 @@ impl TestKit {
     }
 
     /// Publishes one record and returns its partition and offset.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        key: Option<&str>,
-        payload: impl AsRef<[u8]>,
-    ) -> Result<(i32, i64)> {
-        self.send(topic, None, key.map(str::as_bytes), Some(payload.as_ref()))
-            .await
+    pub async fn publish(&self, topic: &str, key: Option<&str>, payload: impl AsRef<[u8]>) -> Result<(i32, i64)> {
+        self.producer.publish(topic, key, payload).await
     }
 
     /// Publishes one record to a given partition.
-    pub async fn publish_to(
-        &self,
-        topic: &str,
-        partition: i32,
-        key: Option<&str>,
-        payload: impl AsRef<[u8]>,
-    ) -> Result<(i32, i64)> {
-        self.send(
-            topic,
-            Some(partition),
-            key.map(str::as_bytes),
-            Some(payload.as_ref()),
-        )
-        .await
+    pub async fn publish_to(&self, topic: &str, partition: i32, key: Option<&str>, payload: impl AsRef<[u8]>) -> Result<(i32, i64)> {
+        self.producer.send(topic, Some(partition), key.map(str::as_bytes), Some(payload.as_ref()), &[]).await
     }
 
-    async fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-    ) -> Result<(i32, i64)> {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(p) = payload {
-            record = record.payload(p);
-        }
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(|d| (d.partition, d.offset))
-            .map_err(|(e, _)| Error::kafka(format!("publishing to {topic}"), e))
+    /// The kit's producer, for records with headers or tombstones.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
     }
 
     /// Every event of a record so far, in order.
