@@ -2,7 +2,7 @@
 
 use super::parse::{type_name, Backoff, HandlerAttr, Ordering};
 use super::validate::HandlerFn;
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::ext::IdentExt;
@@ -27,10 +27,11 @@ pub(crate) fn expand(attr: &HandlerAttr, item: &ItemFn, handler: &HandlerFn) -> 
             struct __DispatcherHandler;
 
             #call
-            #overlap
             #matcher_statics
             #registration
         };
+
+        #overlap
     }
 }
 
@@ -69,10 +70,12 @@ fn handler_impl(krate: &TokenStream, item: &ItemFn, handler: &HandlerFn) -> Toke
             }
         }
     };
-    // Spanned at the function's name: a future that is not `Send` is
-    // reported there.
+    // Spanned at the function's name, the path included: a future that is
+    // not `Send` is reported there.
+    let send_krate = respan(krate.clone(), handler.send_span);
     let boxed = quote_spanned! {handler.send_span=>
-        #krate::Box::pin(async move { #body })
+        let __future: #send_krate::HandlerFuture<'a> = #send_krate::Box::pin(async move { #body });
+        __future
     };
     quote! {
         impl #krate::Handler for __DispatcherHandler {
@@ -81,6 +84,22 @@ fn handler_impl(krate: &TokenStream, item: &ItemFn, handler: &HandlerFn) -> Toke
             }
         }
     }
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            }
+            tree.set_span(span);
+            tree
+        })
+        .collect()
 }
 
 /// A type in both `retry` and `fatal` under different names (an alias):
@@ -92,13 +111,16 @@ fn overlap_assertions(attr: &HandlerAttr) -> TokenStream {
     };
     let pairs = retry.iter().flat_map(|r| fatal.iter().map(move |f| (r, f)));
     let checks = pairs.map(|(retry, fatal)| {
+        let retry_impl = quote_spanned! {retry.span()=>
+            impl ErrorTypeIsListedInBothRetryAndFatal for #retry {}
+        };
         let fatal_impl = quote_spanned! {fatal.span()=>
             impl ErrorTypeIsListedInBothRetryAndFatal for #fatal {}
         };
         quote! {
             const _: () = {
                 trait ErrorTypeIsListedInBothRetryAndFatal {}
-                impl ErrorTypeIsListedInBothRetryAndFatal for #retry {}
+                #retry_impl
                 #fatal_impl
             };
         }
@@ -198,7 +220,7 @@ fn registration(
     policy: TokenStream,
 ) -> TokenStream {
     let name = item.sig.ident.unraw().to_string();
-    let topics = attr.topics.iter().flat_map(|(topics, _)| topics);
+    let topics = attr.topics.iter().flatten();
     let group = match &attr.group {
         Some(group) => quote!(::core::option::Option::Some(#group)),
         None => quote!(::core::option::Option::None),

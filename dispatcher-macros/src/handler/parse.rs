@@ -8,7 +8,6 @@ use crate::{duration, topic};
 use proc_macro2::{Spacing, Span, TokenStream, TokenTree};
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{bracketed, parenthesized, Ident, LitFloat, LitInt, LitStr, Path, Token, Type};
 
 /// Every key the attribute accepts, in the order the docs list them.
@@ -32,8 +31,10 @@ pub(crate) const KEYS: &[&str] = &[
 /// value at a time; checks across keys are in `validate`.
 #[derive(Default)]
 pub(crate) struct HandlerAttr {
-    /// `topic = ...`: the topics and the span of the key.
-    pub(crate) topics: Option<(Vec<LitStr>, Span)>,
+    /// Whether `topic` (or `topics`) was given, even with a bad value.
+    pub(crate) topic_given: bool,
+    /// The topics, when the value was valid.
+    pub(crate) topics: Option<Vec<LitStr>>,
     pub(crate) group: Option<LitStr>,
     pub(crate) retry: Option<Vec<Type>>,
     pub(crate) fatal: Option<Vec<Type>>,
@@ -95,7 +96,7 @@ pub(crate) fn parse(tokens: TokenStream, diag: &mut Diagnostics) -> HandlerAttr 
             diag.error(eq_span, format!("`{name}` needs a value after `=`"));
             continue;
         }
-        parse_value(&mut attr, canonical, &key, value, diag);
+        parse_value(&mut attr, canonical, value, diag);
     }
     attr
 }
@@ -103,15 +104,13 @@ pub(crate) fn parse(tokens: TokenStream, diag: &mut Diagnostics) -> HandlerAttr 
 fn parse_value(
     attr: &mut HandlerAttr,
     key: &'static str,
-    key_ident: &Ident,
     value: TokenStream,
     diag: &mut Diagnostics,
 ) {
     match key {
         "topic" => {
-            attr.topics = diag
-                .take(parse_topics.parse2(value))
-                .map(|t| (t, key_ident.span()));
+            attr.topic_given = true;
+            attr.topics = diag.take(parse_topics.parse2(value));
         }
         "group" => attr.group = diag.take(parse_group.parse2(value)),
         "retry" => attr.retry = diag.take((|i: ParseStream| parse_types(i, "retry")).parse2(value)),
@@ -208,10 +207,11 @@ fn unknown_key_message(name: &str) -> String {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
+    let common_prefix = |k: &str| k.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
     let hint = KEYS
         .iter()
         .map(|k| (edit_distance(name, k), k))
-        .filter(|(d, _)| *d <= 2)
+        .filter(|(d, k)| *d <= 2 || common_prefix(k) >= 4)
         .min()
         .map(|(_, k)| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default();
@@ -256,14 +256,16 @@ fn parse_topics(input: ParseStream) -> syn::Result<Vec<LitStr>> {
     let mut errors = Diagnostics::default();
     let mut topics: Vec<LitStr> = Vec::new();
     while !content.is_empty() {
-        if let Some(lit) = errors.take(parse_topic(&content)) {
+        if !content.peek(LitStr) {
+            // Report the bad token and go on, so the rest of the list is
+            // still checked.
+            let bad: TokenTree = content.parse()?;
+            errors.error(bad.span(), "expected a topic name in quotes, e.g. \"orders\"");
+        } else if let Some(lit) = errors.take(parse_topic(&content)) {
             if topics.iter().any(|t| t.value() == lit.value()) {
                 errors.error(lit.span(), format!("topic `{}` is listed twice", lit.value()));
             }
             topics.push(lit);
-        } else if !content.peek(LitStr) {
-            // Skip the bad token so the rest of the list is still checked.
-            content.parse::<TokenTree>()?;
         }
         if content.is_empty() {
             break;
@@ -300,7 +302,10 @@ fn parse_types(input: ParseStream, key: &str) -> syn::Result<Vec<Type>> {
     for ty in &types {
         let name = type_name(ty);
         if seen.contains(&name) {
-            errors.error(ty.span(), format!("`{name}` is listed twice in `{key}`"));
+            errors.push(syn::Error::new_spanned(
+                ty,
+                format!("`{name}` is listed twice in `{key}`"),
+            ));
         }
         seen.push(name);
     }
@@ -318,9 +323,9 @@ where
 {
     let expected = |span| syn::Error::new(span, format!("`{key}` must be an integer of at least 1"));
     let lit: LitInt = input.parse().map_err(|e| expected(e.span()))?;
-    let n: N = lit
-        .base10_parse()
-        .map_err(|e| syn::Error::new(lit.span(), format!("`{key}`: {e}")))?;
+    let n: N = lit.base10_parse().map_err(|e| {
+        syn::Error::new(lit.span(), format!("`{key}` is out of range: {e}"))
+    })?;
     if n == N::from(0) {
         return Err(expected(lit.span()));
     }
@@ -416,18 +421,20 @@ fn parse_exponential(input: ParseStream) -> syn::Result<Backoff> {
                 }
             }
             "factor" => {
-                let (v, span) = parse_number(input)?;
-                if !(v >= 1.0 && v.is_finite()) {
-                    errors.error(span, "`factor` must be at least 1.0");
+                if let Some((v, span)) = errors.take(parse_number(input)) {
+                    if !(v >= 1.0 && v.is_finite()) {
+                        errors.error(span, "`factor` must be at least 1.0");
+                    }
+                    factor = v;
                 }
-                factor = v;
             }
             "jitter" => {
-                let (v, span) = parse_number(input)?;
-                if !(0.0..=1.0).contains(&v) {
-                    errors.error(span, "`jitter` must be between 0.0 and 1.0");
+                if let Some((v, span)) = errors.take(parse_number(input)) {
+                    if !(0.0..=1.0).contains(&v) {
+                        errors.error(span, "`jitter` must be between 0.0 and 1.0");
+                    }
+                    jitter = v;
                 }
-                jitter = v;
             }
             _ => {
                 errors.error(

@@ -21,7 +21,7 @@ pub(crate) struct HandlerFn {
 
 /// Checks what only the combination of keys can show.
 pub(crate) fn validate_attr(attr: &HandlerAttr, diag: &mut Diagnostics) {
-    if attr.topics.is_none() {
+    if !attr.topic_given {
         diag.error(
             Span::call_site(),
             "missing `topic`: name the topic(s) this handler consumes, e.g. \
@@ -33,13 +33,13 @@ pub(crate) fn validate_attr(attr: &HandlerAttr, diag: &mut Diagnostics) {
         for ty in fatal {
             let name = type_name(ty);
             if retry.contains(&name) {
-                diag.error(
-                    ty.span(),
+                diag.push(syn::Error::new_spanned(
+                    ty,
                     format!(
                         "`{name}` is listed in both `retry` and `fatal`; an error type can be \
                          in one of them only (`fatal` is checked first)"
                     ),
-                );
+                ));
             }
         }
     }
@@ -82,11 +82,11 @@ pub(crate) fn validate_fn(item: &ItemFn, diag: &mut Diagnostics) -> HandlerFn {
     }
     for param in &sig.generics.params {
         if !matches!(param, GenericParam::Lifetime(_)) {
-            diag.error(param.span(), GENERIC);
+            diag.push(syn::Error::new_spanned(param, GENERIC));
         }
     }
     if let Some(clause) = &sig.generics.where_clause {
-        diag.error(clause.where_token.span, GENERIC);
+        diag.push(syn::Error::new_spanned(clause, GENERIC));
     }
 
     let mut args = Vec::new();
@@ -94,14 +94,17 @@ pub(crate) fn validate_fn(item: &ItemFn, diag: &mut Diagnostics) -> HandlerFn {
         match input {
             FnArg::Receiver(receiver) => diag.error(
                 receiver.self_token.span,
-                "a `#[kafka_handler]` must be a free function, not a method: remove `self` \
+                "`#[kafka_handler]` works on free functions, not methods: remove `self` \
                  and move the function out of the `impl` block",
             ),
             FnArg::Typed(arg) => {
                 let mut finder = ImplTraitFinder(None);
                 finder.visit_type(&arg.ty);
-                if let Some(span) = finder.0 {
-                    diag.error(span, "`impl Trait` arguments make the handler generic; name a concrete type");
+                if let Some(impl_trait) = finder.0 {
+                    diag.push(syn::Error::new_spanned(
+                        impl_trait,
+                        "`impl Trait` arguments make the handler generic; name a concrete type",
+                    ));
                 }
                 let mut ty = (*arg.ty).clone();
                 EraseLifetimes.visit_type_mut(&mut ty);
@@ -140,7 +143,7 @@ fn validate_output(output: &ReturnType, sig: &syn::Signature, diag: &mut Diagnos
         _ => None,
     };
     let Some(segment) = segment.filter(|s| s.ident == "Result") else {
-        diag.error(ty.span(), RETURN);
+        diag.push(syn::Error::new_spanned(ty, RETURN));
         return ty.span();
     };
     let PathArguments::AngleBracketed(generics) = &segment.arguments else {
@@ -152,21 +155,21 @@ fn validate_output(output: &ReturnType, sig: &syn::Signature, diag: &mut Diagnos
     });
     if let Some(ok) = types.next() {
         if !matches!(ok, Type::Tuple(t) if t.elems.is_empty()) {
-            diag.error(
-                ok.span(),
+            diag.push(syn::Error::new_spanned(
+                ok,
                 "the `Ok` type of a handler must be `()`: a handler's outcome is success or an error",
-            );
+            ));
         }
     }
     types.next().map_or_else(|| ty.span(), Spanned::span)
 }
 
 /// Finds `impl Trait` anywhere in a type.
-struct ImplTraitFinder(Option<Span>);
+struct ImplTraitFinder(Option<syn::TypeImplTrait>);
 
 impl Visit<'_> for ImplTraitFinder {
     fn visit_type_impl_trait(&mut self, node: &syn::TypeImplTrait) {
-        self.0.get_or_insert(node.impl_token.span);
+        self.0.get_or_insert_with(|| node.clone());
     }
 }
 
