@@ -44,7 +44,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in ["", "ms", "10", "1.5s", "-1s", "1 s", "1sec", "1d", " 1s", "1S", "s1"] {
+        for bad in [
+            "", "ms", "10", "1.5s", "-1s", "1 s", "1sec", "1d", " 1s", "1S", "s1",
+        ] {
             let err = parse_millis(bad).expect_err(bad);
             assert!(err.contains("malformed duration"), "{bad:?}: {err}");
         }

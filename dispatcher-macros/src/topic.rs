@@ -36,7 +36,14 @@ mod tests {
 
     #[test]
     fn accepts_kafka_names() {
-        for ok in ["orders", "orders.DLT", "a", "a-b_c.d", "__consumer_offsets", "..."] {
+        for ok in [
+            "orders",
+            "orders.DLT",
+            "a",
+            "a-b_c.d",
+            "__consumer_offsets",
+            "...",
+        ] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
         assert_eq!(validate(&"x".repeat(249)), Ok(()));

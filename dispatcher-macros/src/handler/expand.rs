@@ -4,8 +4,8 @@ use super::parse::{type_name, Backoff, HandlerAttr, Ordering};
 use super::validate::HandlerFn;
 use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{ItemFn, Type};
 
 /// The user's function followed by everything that registers it. Called
@@ -172,7 +172,10 @@ fn policy(krate: &TokenStream, attr: &HandlerAttr) -> (TokenStream, TokenStream)
                 jitter,
             } => {
                 let (initial, max) = (duration(*initial), duration(*max));
-                let (factor, jitter) = (Literal::f64_suffixed(*factor), Literal::f64_suffixed(*jitter));
+                let (factor, jitter) = (
+                    Literal::f64_suffixed(*factor),
+                    Literal::f64_suffixed(*jitter),
+                );
                 quote! {
                     #krate::Backoff::Exponential {
                         initial: #initial,

@@ -117,13 +117,15 @@ fn parse_value(
         "fatal" => attr.fatal = diag.take((|i: ParseStream| parse_types(i, "fatal")).parse2(value)),
         "policy" => attr.policy = diag.take(parse_path.parse2(value)),
         "max_attempts" => {
-            attr.max_attempts = diag.take((|i: ParseStream| positive(i, "max_attempts")).parse2(value))
+            attr.max_attempts =
+                diag.take((|i: ParseStream| positive(i, "max_attempts")).parse2(value))
         }
         "backoff" => attr.backoff = diag.take(parse_backoff.parse2(value)),
         "timeout" => attr.timeout = diag.take(parse_timeout.parse2(value)),
         "ordering" => attr.ordering = diag.take(parse_ordering.parse2(value)),
         "concurrency" => {
-            attr.concurrency = diag.take((|i: ParseStream| positive(i, "concurrency")).parse2(value))
+            attr.concurrency =
+                diag.take((|i: ParseStream| positive(i, "concurrency")).parse2(value))
         }
         "dead_letter_topic" => attr.dead_letter_topic = diag.take(parse_topic.parse2(value)),
         "crate" => attr.krate = diag.take(parse_path.parse2(value)),
@@ -168,7 +170,10 @@ fn split_key_value(entry: Vec<TokenTree>) -> syn::Result<(Ident, Span, TokenStre
     let expected = || {
         format!(
             "expected `key = value`; valid keys are {}",
-            KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            KEYS.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     let key = match first {
@@ -177,16 +182,15 @@ fn split_key_value(entry: Vec<TokenTree>) -> syn::Result<(Ident, Span, TokenStre
         None => return Err(syn::Error::new(Span::call_site(), expected())),
     };
     match trees.next() {
-        Some(TokenTree::Punct(eq)) if eq.as_char() == '=' => {
-            Ok((key, eq.span(), trees.collect()))
-        }
+        Some(TokenTree::Punct(eq)) if eq.as_char() == '=' => Ok((key, eq.span(), trees.collect())),
         Some(other) => Err(syn::Error::new(
             other.span(),
             format!("expected `=` after `{key}`"),
         )),
-        None if canonical_key(&key.to_string()).is_none() => {
-            Err(syn::Error::new(key.span(), unknown_key_message(&key.to_string())))
-        }
+        None if canonical_key(&key.to_string()).is_none() => Err(syn::Error::new(
+            key.span(),
+            unknown_key_message(&key.to_string()),
+        )),
         None => Err(syn::Error::new(
             key.span(),
             format!("expected `{key} = ...`"),
@@ -207,7 +211,12 @@ fn unknown_key_message(name: &str) -> String {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let common_prefix = |k: &str| k.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
+    let common_prefix = |k: &str| {
+        k.chars()
+            .zip(name.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
     let hint = KEYS
         .iter()
         .map(|k| (edit_distance(name, k), k))
@@ -227,7 +236,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
             diagonal = above;
         }
     }
@@ -235,9 +246,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn parse_topic(input: ParseStream) -> syn::Result<LitStr> {
-    let lit: LitStr = input
-        .parse()
-        .map_err(|e| syn::Error::new(e.span(), "expected a topic name in quotes, e.g. \"orders\""))?;
+    let lit: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(e.span(), "expected a topic name in quotes, e.g. \"orders\"")
+    })?;
     topic::validate(&lit.value()).map_err(|m| syn::Error::new(lit.span(), m))?;
     Ok(lit)
 }
@@ -260,10 +271,16 @@ fn parse_topics(input: ParseStream) -> syn::Result<Vec<LitStr>> {
             // Report the bad token and go on, so the rest of the list is
             // still checked.
             let bad: TokenTree = content.parse()?;
-            errors.error(bad.span(), "expected a topic name in quotes, e.g. \"orders\"");
+            errors.error(
+                bad.span(),
+                "expected a topic name in quotes, e.g. \"orders\"",
+            );
         } else if let Some(lit) = errors.take(parse_topic(&content)) {
             if topics.iter().any(|t| t.value() == lit.value()) {
-                errors.error(lit.span(), format!("topic `{}` is listed twice", lit.value()));
+                errors.error(
+                    lit.span(),
+                    format!("topic `{}` is listed twice", lit.value()),
+                );
             }
             topics.push(lit);
         }
@@ -279,11 +296,17 @@ fn parse_topics(input: ParseStream) -> syn::Result<Vec<LitStr>> {
 }
 
 fn parse_group(input: ParseStream) -> syn::Result<LitStr> {
-    let lit: LitStr = input
-        .parse()
-        .map_err(|e| syn::Error::new(e.span(), "expected a consumer group id in quotes, e.g. \"billing\""))?;
+    let lit: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected a consumer group id in quotes, e.g. \"billing\"",
+        )
+    })?;
     if lit.value().is_empty() {
-        return Err(syn::Error::new(lit.span(), "the consumer group id cannot be empty"));
+        return Err(syn::Error::new(
+            lit.span(),
+            "the consumer group id cannot be empty",
+        ));
     }
     Ok(lit)
 }
@@ -321,11 +344,12 @@ where
     N: std::str::FromStr + PartialEq + From<u8>,
     N::Err: std::fmt::Display,
 {
-    let expected = |span| syn::Error::new(span, format!("`{key}` must be an integer of at least 1"));
+    let expected =
+        |span| syn::Error::new(span, format!("`{key}` must be an integer of at least 1"));
     let lit: LitInt = input.parse().map_err(|e| expected(e.span()))?;
-    let n: N = lit.base10_parse().map_err(|e| {
-        syn::Error::new(lit.span(), format!("`{key}` is out of range: {e}"))
-    })?;
+    let n: N = lit
+        .base10_parse()
+        .map_err(|e| syn::Error::new(lit.span(), format!("`{key}` is out of range: {e}")))?;
     if n == N::from(0) {
         return Err(expected(lit.span()));
     }
@@ -356,7 +380,9 @@ fn parse_timeout(input: ParseStream) -> syn::Result<u64> {
 
 fn parse_ordering(input: ParseStream) -> syn::Result<Ordering> {
     let expected = "expected `key`, `partition` or `unordered`";
-    let ident: Ident = input.parse().map_err(|e| syn::Error::new(e.span(), expected))?;
+    let ident: Ident = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), expected))?;
     match ident.to_string().as_str() {
         "key" => Ok(Ordering::Key),
         "partition" => Ok(Ordering::Partition),
@@ -371,7 +397,9 @@ fn parse_ordering(input: ParseStream) -> syn::Result<Ordering> {
 const BACKOFF_FORMS: &str = "expected `fixed(\"200ms\")` or `exponential(initial = \"100ms\", max = \"10s\", factor = 2.0, jitter = 0.2)`";
 
 fn parse_backoff(input: ParseStream) -> syn::Result<Backoff> {
-    let kind: Ident = input.parse().map_err(|e| syn::Error::new(e.span(), BACKOFF_FORMS))?;
+    let kind: Ident = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), BACKOFF_FORMS))?;
     let content;
     match kind.to_string().as_str() {
         "fixed" => {
@@ -439,7 +467,9 @@ fn parse_exponential(input: ParseStream) -> syn::Result<Backoff> {
             _ => {
                 errors.error(
                     name.span(),
-                    format!("unknown argument `{key}` of `exponential`; valid arguments are {ARGS}"),
+                    format!(
+                        "unknown argument `{key}` of `exponential`; valid arguments are {ARGS}"
+                    ),
                 );
             }
         }

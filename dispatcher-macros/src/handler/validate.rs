@@ -75,10 +75,16 @@ pub(crate) fn validate_fn(item: &ItemFn, diag: &mut Diagnostics) -> HandlerFn {
         diag.error(t.span, "a `#[kafka_handler]` function cannot be `unsafe`");
     }
     if let Some(abi) = &sig.abi {
-        diag.error(abi.span(), "a `#[kafka_handler]` function cannot have an ABI");
+        diag.error(
+            abi.span(),
+            "a `#[kafka_handler]` function cannot have an ABI",
+        );
     }
     if let Some(v) = &sig.variadic {
-        diag.error(v.dots.spans[0], "a `#[kafka_handler]` function cannot be variadic");
+        diag.error(
+            v.dots.spans[0],
+            "a `#[kafka_handler]` function cannot be variadic",
+        );
     }
     for param in &sig.generics.params {
         if !matches!(param, GenericParam::Lifetime(_)) {

@@ -33,5 +33,6 @@ fn main() {
         dispatcher::Classification::DeadLetter
     );
     let tombstone = Message::new("orders", 0, 2);
-    futures::executor::block_on(handlers[1].handler.call(&tombstone)).expect("Option accepts a tombstone");
+    futures::executor::block_on(handlers[1].handler.call(&tombstone))
+        .expect("Option accepts a tombstone");
 }

@@ -16,7 +16,8 @@ async fn anyhow_result(text: &str) -> anyhow::Result<()> {
 fn main() {
     let handlers = dispatcher::registered_handlers();
     let bad = Message::new("orders", 0, 0).with_payload("x");
-    let error = futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("not a number");
+    let error =
+        futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("not a number");
     // The ParseIntError inside the anyhow::Error is still found.
     assert!(error.is::<std::num::ParseIntError>());
     assert_eq!(handlers[0].policy.classify(&error), Classification::Retry);

@@ -40,7 +40,10 @@ fn main() {
     let custom = run(1).expect_err("fails");
     assert!(custom.is::<PaymentDeclined>());
     assert_eq!(custom.to_string(), "payment declined");
-    assert_eq!(handlers[1].policy.classify(&custom), Classification::DeadLetter);
+    assert_eq!(
+        handlers[1].policy.classify(&custom),
+        Classification::DeadLetter
+    );
 
     run(2).expect("succeeds");
 }

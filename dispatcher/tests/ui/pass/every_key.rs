@@ -49,14 +49,23 @@ fn main() {
     assert!(spec.qualified_name().ends_with("::on_order"));
     let policy = &spec.policy;
     assert_eq!(policy.attempts(), 5);
-    assert_eq!(*policy.backoff_policy(), Backoff::Fixed(Duration::from_millis(200)));
+    assert_eq!(
+        *policy.backoff_policy(),
+        Backoff::Fixed(Duration::from_millis(200))
+    );
     assert_eq!(policy.attempt_timeout(), Some(Duration::from_secs(30)));
     assert_eq!(policy.ordering_mode(), Ordering::Partition);
     assert_eq!(policy.concurrency_limit(), Some(16));
     assert_eq!(policy.dead_letter_topic_name(), Some("orders.DLT"));
     let classify = |e: HandlerError| policy.classify(&e);
-    assert_eq!(classify(HandlerError::new(ConfigError)), Classification::Fatal);
-    assert_eq!(classify(HandlerError::new(std::io::Error::other("x"))), Classification::Retry);
+    assert_eq!(
+        classify(HandlerError::new(ConfigError)),
+        Classification::Fatal
+    );
+    assert_eq!(
+        classify(HandlerError::new(std::io::Error::other("x"))),
+        Classification::Retry
+    );
     let parse = "x".parse::<u8>().expect_err("not a number");
     assert_eq!(classify(HandlerError::new(parse)), Classification::Retry);
     let other = HandlerError::new(std::fmt::Error);

@@ -17,9 +17,18 @@ async fn alias_single() -> Result<(), std::io::Error> {
 
 fn main() {
     let handlers = dispatcher::registered_handlers();
-    assert_eq!(handlers[0].topics, &["orders", "orders.v2", "legacy_orders-1"]);
+    assert_eq!(
+        handlers[0].topics,
+        &["orders", "orders.v2", "legacy_orders-1"]
+    );
     assert_eq!(handlers[1].topics, &["a"]);
-    assert_eq!(handlers[1].policy.ordering_mode(), dispatcher::Ordering::Unordered);
+    assert_eq!(
+        handlers[1].policy.ordering_mode(),
+        dispatcher::Ordering::Unordered
+    );
     assert_eq!(handlers[2].topics, &["b"]);
-    assert_eq!(handlers[2].policy.ordering_mode(), dispatcher::Ordering::Key);
+    assert_eq!(
+        handlers[2].policy.ordering_mode(),
+        dispatcher::Ordering::Key
+    );
 }
