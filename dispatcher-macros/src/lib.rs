@@ -96,18 +96,26 @@ use proc_macro::TokenStream;
 /// struct __DispatcherHandler;
 /// impl ::dispatcher::__private::Handler for __DispatcherHandler {
 ///     fn call<'a>(&'a self, __msg: &'a Message) -> HandlerFuture<'a> {
-///         Box::pin(async move {
+///         // Spanned at the function's name: a future that is not `Send`
+///         // is reported there.
+///         let __future: HandlerFuture<'a> = Box::pin(async move {
+///             // Spanned at the argument type: a type that is not
+///             // `FromMessage` is reported there.
 ///             let __arg0: Json<Order> = match <Json<Order> as FromMessage<'_>>::from_message(__msg) {
 ///                 Ok(value) => value,
 ///                 Err(error) => return Err(HandlerError::new(error)),
 ///             };
 ///             match on_order(__arg0).await {
 ///                 Ok(()) => Ok(()),
+///                 // Auto-ref dispatch over std errors, anyhow::Error,
+///                 // boxed errors and HandlerError; spanned at `E`.
 ///                 Err(__error) => Err((&__error).dispatcher_error_kind().into_handler_error(__error)),
 ///             }
-///         })
+///         });
+///         __future
 ///     }
 /// }
+/// // Spanned at each type: a type that is not an error is reported there.
 /// static __DISPATCHER_RETRY: [ErrorMatcher; 1] = [ErrorMatcher::of::<std::io::Error>("std::io::Error")];
 /// inventory::submit! {
 ///     Registration(HandlerSpec {
@@ -117,6 +125,19 @@ use proc_macro::TokenStream;
 ///         handler: &__DispatcherHandler,
 ///     })
 /// }
+/// ```
+///
+/// With both `retry` and `fatal`, each pair of types also gets a check that
+/// fails to compile (conflicting impls of a local trait
+/// `ErrorTypeIsListedInBothRetryAndFatal`, reported at the `fatal` type)
+/// when the two are the same type under different names:
+///
+/// ```ignore
+/// const _: () = {
+///     trait ErrorTypeIsListedInBothRetryAndFatal {}
+///     impl ErrorTypeIsListedInBothRetryAndFatal for RetryType {}
+///     impl ErrorTypeIsListedInBothRetryAndFatal for FatalType {}
+/// };
 /// ```
 ///
 /// All paths go through `::dispatcher::__private` (or `<crate>::__private`
