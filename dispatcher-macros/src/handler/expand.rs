@@ -1,0 +1,245 @@
+//! Generates the handler type, its policy and its registration.
+
+use super::parse::{type_name, Backoff, HandlerAttr, Ordering};
+use super::validate::HandlerFn;
+use proc_macro2::{Group, Literal, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{ItemFn, Type};
+
+/// The user's function followed by everything that registers it. Called
+/// only when parsing and validation found no error.
+pub(crate) fn expand(attr: &HandlerAttr, item: &ItemFn, handler: &HandlerFn) -> TokenStream {
+    let krate = match &attr.krate {
+        Some(path) => quote!(#path::__private),
+        None => quote!(::dispatcher::__private),
+    };
+    let call = handler_impl(&krate, item, handler);
+    let overlap = overlap_assertions(attr);
+    let (matcher_statics, policy) = policy(&krate, attr);
+    let registration = registration(&krate, attr, item, policy);
+    quote! {
+        #item
+
+        const _: () = {
+            #[allow(non_camel_case_types)]
+            struct __DispatcherHandler;
+
+            #call
+            #matcher_statics
+            #registration
+        };
+
+        #overlap
+    }
+}
+
+/// `impl Handler`: extracts each argument, calls the function, converts its
+/// error.
+fn handler_impl(krate: &TokenStream, item: &ItemFn, handler: &HandlerFn) -> TokenStream {
+    let name = &item.sig.ident;
+    let vars: Vec<_> = (0..handler.args.len())
+        .map(|i| format_ident!("__arg{}", i))
+        .collect();
+    let extract = handler.args.iter().zip(&vars).map(|(ty, var)| {
+        // Spanned at the argument type: an unsupported type is reported there.
+        let from_message = quote_spanned! {ty.span()=>
+            <#ty as #krate::FromMessage<'_>>::from_message
+        };
+        quote! {
+            let #var: #ty = match #from_message(__msg) {
+                #krate::Result::Ok(value) => value,
+                #krate::Result::Err(error) => {
+                    return #krate::Result::Err(#krate::HandlerError::new(error));
+                }
+            };
+        }
+    });
+    let convert = quote_spanned! {handler.error_span=>
+        (&__error).dispatcher_error_kind().into_handler_error(__error)
+    };
+    let body = quote! {
+        #(#extract)*
+        match #name(#(#vars),*).await {
+            #krate::Result::Ok(()) => #krate::Result::Ok(()),
+            #krate::Result::Err(__error) => {
+                #[allow(unused_imports)]
+                use #krate::kind::{AnyhowTag as _, BoxedTag as _, IdentityTag as _, StdTag as _};
+                #krate::Result::Err(#convert)
+            }
+        }
+    };
+    // Spanned at the function's name, the path included: a future that is
+    // not `Send` is reported there.
+    let send_krate = respan(krate.clone(), handler.send_span);
+    let boxed = quote_spanned! {handler.send_span=>
+        let __future: #send_krate::HandlerFuture<'a> = #send_krate::Box::pin(async move { #body });
+        __future
+    };
+    quote! {
+        impl #krate::Handler for __DispatcherHandler {
+            fn call<'a>(&'a self, __msg: &'a #krate::Message) -> #krate::HandlerFuture<'a> {
+                #boxed
+            }
+        }
+    }
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            }
+            tree.set_span(span);
+            tree
+        })
+        .collect()
+}
+
+/// A type in both `retry` and `fatal` under different names (an alias):
+/// two impls of one local trait conflict exactly when the types are equal,
+/// and rustc reports the conflict at the `fatal` type.
+fn overlap_assertions(attr: &HandlerAttr) -> TokenStream {
+    let (Some(retry), Some(fatal)) = (&attr.retry, &attr.fatal) else {
+        return TokenStream::new();
+    };
+    let pairs = retry.iter().flat_map(|r| fatal.iter().map(move |f| (r, f)));
+    let checks = pairs.map(|(retry, fatal)| {
+        let retry_impl = quote_spanned! {retry.span()=>
+            impl ErrorTypeIsListedInBothRetryAndFatal for #retry {}
+        };
+        let fatal_impl = quote_spanned! {fatal.span()=>
+            impl ErrorTypeIsListedInBothRetryAndFatal for #fatal {}
+        };
+        quote! {
+            const _: () = {
+                trait ErrorTypeIsListedInBothRetryAndFatal {}
+                #retry_impl
+                #fatal_impl
+            };
+        }
+    });
+    quote!(#(#checks)*)
+}
+
+/// The statics holding the `retry` and `fatal` matchers, and the `Policy`
+/// builder chain.
+fn policy(krate: &TokenStream, attr: &HandlerAttr) -> (TokenStream, TokenStream) {
+    let mut statics = TokenStream::new();
+    let mut chain = quote!(#krate::Policy::DEFAULT);
+    let mut matchers = |key: &str, types: &Option<Vec<Type>>, chain: &mut TokenStream| {
+        let Some(types) = types else { return };
+        let name = format_ident!("__DISPATCHER_{}", key.to_uppercase());
+        let method = format_ident!("{}", key);
+        let len = types.len();
+        let items = types.iter().map(|ty| {
+            let label = type_name(ty);
+            // Spanned at the type: a type that is not an error is reported there.
+            quote_spanned! {ty.span()=> #krate::ErrorMatcher::of::<#ty>(#label) }
+        });
+        statics.extend(quote! {
+            static #name: [#krate::ErrorMatcher; #len] = [#(#items),*];
+        });
+        chain.extend(quote!(.#method(&#name)));
+    };
+    matchers("retry", &attr.retry, &mut chain);
+    matchers("fatal", &attr.fatal, &mut chain);
+
+    if let Some(path) = &attr.policy {
+        let classifier = quote_spanned! {path.span()=> &#path };
+        chain.extend(quote!(.classifier(#classifier)));
+    }
+    if let Some(n) = attr.max_attempts {
+        let n = Literal::u32_unsuffixed(n);
+        chain.extend(quote!(.max_attempts(#n)));
+    }
+    if let Some(backoff) = &attr.backoff {
+        let value = match backoff {
+            Backoff::Fixed(d) => {
+                let d = duration(*d);
+                quote!(#krate::Backoff::Fixed(#d))
+            }
+            Backoff::Exponential {
+                initial: (initial, _),
+                max,
+                factor,
+                jitter,
+            } => {
+                let (initial, max) = (duration(*initial), duration(*max));
+                let (factor, jitter) = (
+                    Literal::f64_suffixed(*factor),
+                    Literal::f64_suffixed(*jitter),
+                );
+                quote! {
+                    #krate::Backoff::Exponential {
+                        initial: #initial,
+                        max: #max,
+                        factor: #factor,
+                        jitter: #jitter,
+                    }
+                }
+            }
+        };
+        chain.extend(quote!(.backoff(#value)));
+    }
+    if let Some(t) = attr.timeout {
+        let d = duration(t);
+        chain.extend(quote!(.timeout(#d)));
+    }
+    if let Some(ordering) = attr.ordering {
+        let variant = match ordering {
+            Ordering::Key => quote!(Key),
+            Ordering::Partition => quote!(Partition),
+            Ordering::Unordered => quote!(Unordered),
+        };
+        chain.extend(quote!(.ordering(#krate::Ordering::#variant)));
+    }
+    if let Some(n) = attr.concurrency {
+        let n = Literal::usize_unsuffixed(n);
+        chain.extend(quote!(.concurrency(#n)));
+    }
+    if let Some(topic) = &attr.dead_letter_topic {
+        chain.extend(quote!(.dead_letter_topic(#topic)));
+    }
+    (statics, chain)
+}
+
+fn duration(millis: u64) -> TokenStream {
+    let millis = Literal::u64_unsuffixed(millis);
+    quote!(::core::time::Duration::from_millis(#millis))
+}
+
+/// The `inventory` submission of the handler's `HandlerSpec`.
+fn registration(
+    krate: &TokenStream,
+    attr: &HandlerAttr,
+    item: &ItemFn,
+    policy: TokenStream,
+) -> TokenStream {
+    let name = item.sig.ident.unraw().to_string();
+    let topics = attr.topics.iter().flatten();
+    let group = match &attr.group {
+        Some(group) => quote!(::core::option::Option::Some(#group)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        #krate::inventory::submit! {
+            #krate::Registration(#krate::HandlerSpec {
+                name: #name,
+                module_path: ::core::module_path!(),
+                file: ::core::file!(),
+                line: ::core::line!(),
+                topics: &[#(#topics),*],
+                group: #group,
+                policy: #policy,
+                handler: &__DispatcherHandler,
+            })
+        }
+    }
+}

@@ -1,0 +1,17 @@
+use dispatcher::{kafka_handler, Message};
+use std::error::Error;
+
+#[kafka_handler(topic = "orders")]
+async fn boxed(text: &str) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let _: u8 = text.parse()?;
+    Ok(())
+}
+
+fn main() {
+    let handlers = dispatcher::registered_handlers();
+    let bad = Message::new("orders", 0, 0).with_payload("300");
+    let error = futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("too large");
+    // The boxed error's message survives the conversion. (Matching its type,
+    // `error.is::<ParseIntError>()`, is the runtime's job: see the report.)
+    assert_eq!(error.to_string(), "number too large to fit in target type");
+}

@@ -1,0 +1,15 @@
+use dispatcher::{kafka_handler, HandlerError, Message};
+
+#[kafka_handler(topic = "orders")]
+async fn passes_through(text: &str) -> Result<(), HandlerError> {
+    let _: u8 = text.parse()?;
+    Ok(())
+}
+
+fn main() {
+    let handlers = dispatcher::registered_handlers();
+    let bad = Message::new("orders", 0, 0).with_payload("x");
+    let error =
+        futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("not a number");
+    assert!(error.is::<std::num::ParseIntError>());
+}
