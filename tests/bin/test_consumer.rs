@@ -12,6 +12,9 @@
 //! marker lines, `# assigned PID ...`, `# revoked PID ...` and
 //! `# drained PID ...`, so the checker can tell assignment epochs apart.
 //!
+//! The periodic commit runs every 200 ms unless `E2E_COMMIT_INTERVAL_MS`
+//! says otherwise.
+//!
 //! Brokers and group come from `KAFKA_BROKERS` and `KAFKA_GROUP_ID`. Exits 0
 //! after a clean shutdown (SIGTERM/SIGINT), 1 when `run()` fails.
 
@@ -135,6 +138,11 @@ async fn main() -> ExitCode {
         .unwrap_or(3);
     MAX_SLEEP_MS.set(max_sleep).expect("set once");
 
+    let commit_interval_ms = std::env::var("E2E_COMMIT_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+
     let stderr_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn"));
     tracing_subscriber::registry()
@@ -164,7 +172,7 @@ async fn main() -> ExitCode {
         .client_id(format!("test_consumer-{}", std::process::id()))
         .kafka_property("session.timeout.ms", "6000")
         .kafka_property("heartbeat.interval.ms", "1000")
-        .commit_interval(Duration::from_millis(200))
+        .commit_interval(Duration::from_millis(commit_interval_ms))
         .drain_timeout(Duration::from_secs(5))
         .build();
     let dispatcher = match built {
