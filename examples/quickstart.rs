@@ -57,7 +57,10 @@ async fn on_payment(msg: &Message, body: String) -> anyhow::Result<()> {
     let flaky = body.ends_with('0');
     if flaky {
         let mut seen = FLAKY_SEEN.lock().expect("not poisoned");
-        if seen.get_or_insert_with(HashSet::new).insert((msg.partition(), msg.offset())) {
+        if seen
+            .get_or_insert_with(HashSet::new)
+            .insert((msg.partition(), msg.offset()))
+        {
             let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "payment gateway timed out");
             return Err(anyhow::Error::new(io).context(format!("charging {body}")));
         }
@@ -100,7 +103,10 @@ impl Tally {
     }
 
     fn finished(&self) -> usize {
-        self.by_topic.values().map(|c| c.handled + c.dead_lettered + c.fatal).sum()
+        self.by_topic
+            .values()
+            .map(|c| c.handled + c.dead_lettered + c.fatal)
+            .sum()
     }
 }
 
@@ -111,13 +117,22 @@ fn samples() -> Vec<(&'static str, String, String)> {
         let customer = format!("customer-{}", i % 12);
         let payload = match i {
             i if i % 25 == 7 => format!("{{\"id\": {i}, \"customer\": "), // truncated JSON
-            i if i % 40 == 13 => format!(r#"{{"id":{i},"customer":"{customer}","amount_cents":-{i}}}"#),
-            i => format!(r#"{{"id":{i},"customer":"{customer}","amount_cents":{}}}"#, 100 + i),
+            i if i % 40 == 13 => {
+                format!(r#"{{"id":{i},"customer":"{customer}","amount_cents":-{i}}}"#)
+            }
+            i => format!(
+                r#"{{"id":{i},"customer":"{customer}","amount_cents":{}}}"#,
+                100 + i
+            ),
         };
         out.push(("orders", customer, payload));
     }
     for i in 0..100u64 {
-        out.push(("payments", format!("account-{}", i % 7), format!("payment-{i}")));
+        out.push((
+            "payments",
+            format!("account-{}", i % 7),
+            format!("payment-{i}"),
+        ));
     }
     for i in 0..50u64 {
         out.push(("audit", format!("session-{i}"), format!("login {i}")));
@@ -138,7 +153,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on_event(move |e| t.lock().expect("not poisoned").record(e))
         .build()?;
     let brokers = dispatcher.bootstrap_servers().to_owned();
-    let group = dispatcher.subscriptions().into_keys().next().unwrap_or_default();
+    let group = dispatcher
+        .subscriptions()
+        .into_keys()
+        .next()
+        .unwrap_or_default();
     let shutdown = dispatcher.shutdown_handle();
     let running = tokio::spawn(dispatcher.run());
 
@@ -147,12 +166,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let producer = dispatcher::testing::Producer::new(&brokers)?;
     for (topic, key, payload) in &records {
         producer.publish(topic, Some(key), payload).await?;
-        tally.lock().expect("not poisoned").by_topic.entry(topic.to_string()).or_default().published += 1;
+        tally
+            .lock()
+            .expect("not poisoned")
+            .by_topic
+            .entry(topic.to_string())
+            .or_default()
+            .published += 1;
     }
     println!("published {total} records to {brokers}; processing...");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
-    while tally.lock().expect("not poisoned").finished() < total && tokio::time::Instant::now() < deadline {
+    while tally.lock().expect("not poisoned").finished() < total
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.shutdown();
@@ -161,13 +188,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tally = tally.lock().expect("not poisoned");
     println!();
     println!("Quickstart summary (brokers {brokers}, consumer group {group:?})");
-    println!("{:<10} {:>9} {:>8} {:>8} {:>14}", "topic", "published", "handled", "retries", "dead-lettered");
+    println!(
+        "{:<10} {:>9} {:>8} {:>8} {:>14}",
+        "topic", "published", "handled", "retries", "dead-lettered"
+    );
     for (topic, c) in &tally.by_topic {
-        println!("{topic:<10} {:>9} {:>8} {:>8} {:>14}", c.published, c.handled, c.retries, c.dead_lettered);
+        println!(
+            "{topic:<10} {:>9} {:>8} {:>8} {:>14}",
+            c.published, c.handled, c.retries, c.dead_lettered
+        );
     }
     let finished = tally.finished();
     println!();
-    println!("Dead letters keep the original key, payload and headers, plus dlt.* headers saying why");
+    println!(
+        "Dead letters keep the original key, payload and headers, plus dlt.* headers saying why"
+    );
     println!("(see orders.DLT). Offsets were committed only after each record finished.");
     if finished < total {
         return Err(format!("only {finished} of {total} records finished within 50 s").into());

@@ -9,7 +9,9 @@
 //! Prints records per second for both and their ratio. Group joins are
 //! excluded: each clock starts at the first record and stops at the last.
 
-use dispatcher::{Dispatcher, EmbeddedBroker, Handler, HandlerFuture, HandlerSpec, Message, Ordering, Policy};
+use dispatcher::{
+    Dispatcher, EmbeddedBroker, Handler, HandlerFuture, HandlerSpec, Message, Ordering, Policy,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -35,7 +37,11 @@ fn produce(brokers: &str, n: usize) {
     for i in 0..n {
         let key = &keys[i % KEYS];
         loop {
-            match producer.send(BaseRecord::to(TOPIC).key(key.as_str()).payload(&payload[..])) {
+            match producer.send(
+                BaseRecord::to(TOPIC)
+                    .key(key.as_str())
+                    .payload(&payload[..]),
+            ) {
                 Ok(()) => break,
                 Err((_, _)) => {
                     producer.poll(Duration::from_millis(5));
@@ -62,7 +68,9 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
 
 /// The baseline: one thread polling a BaseConsumer, touching each payload.
 fn raw(brokers: &str, n: usize) -> f64 {
-    let consumer: BaseConsumer = consumer_config(brokers, "bench-raw").create().expect("consumer");
+    let consumer: BaseConsumer = consumer_config(brokers, "bench-raw")
+        .create()
+        .expect("consumer");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
     let mut seen = 0usize;
     let mut bytes = 0usize;
@@ -97,7 +105,12 @@ impl Handler for NoOp {
 }
 static NOOP: NoOp = NoOp;
 
-fn dispatched(broker: &Arc<EmbeddedBroker>, n: usize, ordering: Ordering, label: &'static str) -> f64 {
+fn dispatched(
+    broker: &Arc<EmbeddedBroker>,
+    n: usize,
+    ordering: Ordering,
+    label: &'static str,
+) -> f64 {
     COUNT.store(0, AtomicOrdering::SeqCst);
     *FIRST.lock().expect("lock") = None;
     let spec = HandlerSpec {
@@ -110,7 +123,10 @@ fn dispatched(broker: &Arc<EmbeddedBroker>, n: usize, ordering: Ordering, label:
         policy: Policy::DEFAULT.ordering(ordering),
         handler: &NOOP,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let d = Dispatcher::builder()
             .ignore_environment()
@@ -137,16 +153,29 @@ fn dispatched(broker: &Arc<EmbeddedBroker>, n: usize, ordering: Ordering, label:
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(400_000);
+    let n: usize = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400_000);
     let broker = Arc::new(EmbeddedBroker::start(1).expect("broker"));
     broker.create_topic(TOPIC, PARTITIONS).expect("topic");
     let brokers = broker.bootstrap_servers().to_owned();
     let t = Instant::now();
     produce(&brokers, n);
-    println!("produced {n} records of 100 bytes, {KEYS} keys, {PARTITIONS} partitions in {:.2?}", t.elapsed());
+    println!(
+        "produced {n} records of 100 bytes, {KEYS} keys, {PARTITIONS} partitions in {:.2?}",
+        t.elapsed()
+    );
     let raw_rate = raw(&brokers, n);
-    println!("raw rdkafka BaseConsumer loop:        {:>10.0} records/s", raw_rate);
-    for (ordering, label) in [(Ordering::Key, "key"), (Ordering::Partition, "partition"), (Ordering::Unordered, "unordered")] {
+    println!(
+        "raw rdkafka BaseConsumer loop:        {:>10.0} records/s",
+        raw_rate
+    );
+    for (ordering, label) in [
+        (Ordering::Key, "key"),
+        (Ordering::Partition, "partition"),
+        (Ordering::Unordered, "unordered"),
+    ] {
         let rate = dispatched(&broker, n, ordering, label);
         println!(
             "dispatcher, no-op handler, {label:<9} mode: {:>10.0} records/s  ({:.2} of raw, commits on)",

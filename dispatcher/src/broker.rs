@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -53,6 +53,20 @@ impl EmbeddedBroker {
             jobs: Some(jobs_tx),
             thread: Some(thread),
         })
+    }
+
+    /// The embedded broker of this process, started on first use and kept
+    /// until the process exits, so clients never see it go away. `run()`
+    /// and the test kit use it when no brokers are configured.
+    pub fn shared() -> Result<Arc<EmbeddedBroker>> {
+        static SHARED: OnceLock<Arc<EmbeddedBroker>> = OnceLock::new();
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _guard = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = SHARED.get() {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(EmbeddedBroker::start(1)?);
+        Ok(SHARED.get_or_init(|| b).clone())
     }
 
     /// The bootstrap servers to give clients, e.g. `127.0.0.1:41234`.

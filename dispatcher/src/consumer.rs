@@ -3,21 +3,24 @@
 //! backpressure and stores offsets for commit.
 
 use crate::execute::HandlerRuntime;
-use crate::message::{Header, Message};
+use crate::fetch::Converter;
+use crate::limit::Limit;
+use crate::message::Message;
 use crate::partition::{self, FatalSlot, PartitionHandle, WorkerContext};
-use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 type TopicPartition = (Arc<str>, i32);
+
+/// How often the poll loop pauses, resumes and stores offsets.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(5);
 
 /// Settings of one group's poll loop.
 pub(crate) struct GroupOptions {
@@ -43,7 +46,7 @@ pub(crate) struct GroupContext {
     /// Bumped on every revoke.
     epoch: AtomicU64,
     rt: tokio::runtime::Handle,
-    global: Arc<Semaphore>,
+    global: Arc<Limit>,
     fatal: Arc<FatalSlot>,
 }
 
@@ -51,7 +54,7 @@ impl GroupContext {
     pub(crate) fn new(
         options: GroupOptions,
         rt: tokio::runtime::Handle,
-        global: Arc<Semaphore>,
+        global: Arc<Limit>,
         fatal: Arc<FatalSlot>,
     ) -> Self {
         GroupContext {
@@ -113,63 +116,61 @@ impl GroupContext {
 
     /// Routes one poll batch to the partition workers, creating workers for
     /// partitions seen for the first time in this assignment.
-    fn route(&self, batch: &mut Vec<Message>) {
-        let mut state = self.state();
-        let mut start = 0;
-        while start < batch.len() {
-            let (topic, partition) = (batch[start].topic_arc().clone(), batch[start].partition());
-            let mut end = start + 1;
-            while end < batch.len()
-                && batch[end].partition() == partition
-                && *batch[end].topic_arc() == topic
-            {
-                end += 1;
-            }
-            let run: Vec<Message> = batch[start..end].to_vec();
-            start = end;
-            let Some(handler) = self.options.handlers.get(&topic) else {
-                tracing::error!(
-                    topic = &*topic,
-                    partition,
-                    "received records of a topic no handler consumes; ignoring them"
-                );
-                continue;
-            };
-            let handle = state
-                .partitions
-                .entry((topic.clone(), partition))
-                .or_insert_with(|| {
-                    tracing::debug!(
-                        topic = &*topic,
-                        partition,
-                        handler = &*handler.name,
-                        "starting partition worker"
-                    );
-                    partition::spawn(
-                        &self.rt,
-                        topic.clone(),
-                        partition,
-                        WorkerContext {
-                            handler: handler.clone(),
-                            global: self.global.clone(),
-                            fatal: self.fatal.clone(),
-                            drain_timeout: self.options.drain_timeout,
-                        },
-                    )
-                });
-            handle
-                .shared
-                .buffered
-                .fetch_add(run.len(), AtomicOrdering::Relaxed);
-            if handle.records.send(run).is_err() {
-                tracing::error!(topic = &*topic, partition, "partition worker is gone; its records will be delivered again after the next rebalance");
-            }
+    fn route(&self, batch: &mut Vec<BorrowedMessage<'_>>, converter: &mut Converter) {
+        if batch.is_empty() {
+            return;
         }
+        let mut state = self.state();
+        converter.for_each_run(batch, |topic, partition, run| {
+            self.send_run(&mut state, topic, partition, run)
+        });
         batch.clear();
     }
 
+    /// Sends consecutive records of one partition to its worker, starting
+    /// the worker on the partition's first records of this assignment.
+    fn send_run(&self, state: &mut GroupState, topic: Arc<str>, partition: i32, run: Vec<Message>) {
+        let Some(handler) = self.options.handlers.get(&topic) else {
+            tracing::error!(
+                topic = &*topic,
+                partition,
+                "received records of a topic no handler consumes; ignoring them"
+            );
+            return;
+        };
+        let handle = state
+            .partitions
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| {
+                tracing::debug!(
+                    topic = &*topic,
+                    partition,
+                    handler = &*handler.name,
+                    "starting partition worker"
+                );
+                partition::spawn(
+                    &self.rt,
+                    topic.clone(),
+                    partition,
+                    WorkerContext {
+                        handler: handler.clone(),
+                        global: self.global.clone(),
+                        fatal: self.fatal.clone(),
+                        drain_timeout: self.options.drain_timeout,
+                    },
+                )
+            });
+        handle
+            .shared
+            .buffered
+            .fetch_add(run.len(), AtomicOrdering::Relaxed);
+        if handle.records.send(run).is_err() {
+            tracing::error!(topic = &*topic, partition, "partition worker is gone; its records will be delivered again after the next rebalance");
+        }
+    }
+
     /// Drops records of partitions revoked while the batch was collected.
-    fn discard_revoked(&self, batch: &mut Vec<Message>) {
+    fn discard_revoked(&self, batch: &mut Vec<BorrowedMessage<'_>>) {
         let mut state = self.state();
         if state.revoked.is_empty() {
             return;
@@ -177,7 +178,8 @@ impl GroupContext {
         batch.retain(|m| {
             !state
                 .revoked
-                .contains(&(m.topic_arc().clone(), m.partition()))
+                .iter()
+                .any(|(t, p)| *p == m.partition() && &**t == m.topic())
         });
         state.revoked.clear();
     }
@@ -284,7 +286,7 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let tps = tpl_list(tpl);
-                tracing::info!(group = %self.options.group, partitions = %list(tps.iter()), "partitions revoked; draining in-flight records");
+                tracing::info!(group = %self.options.group, partitions = %list(tps.iter()), "partitions revoked");
                 self.drain_and_commit(consumer, &tps, "revoke");
             }
             Rebalance::Assign(_) => {}
@@ -323,41 +325,6 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-fn to_message(
-    m: &BorrowedMessage<'_>,
-    topics: &mut Vec<Arc<str>>,
-    no_headers: &Arc<[Header]>,
-) -> Message {
-    let name = m.topic();
-    let topic = match topics.iter().find(|t| &***t == name) {
-        Some(t) => t.clone(),
-        None => {
-            let t: Arc<str> = Arc::from(name);
-            topics.push(t.clone());
-            t
-        }
-    };
-    let headers = match m.headers() {
-        Some(h) if h.count() > 0 => h
-            .iter()
-            .map(|h| Header {
-                name: h.key.to_owned(),
-                value: h.value.map(Bytes::copy_from_slice),
-            })
-            .collect(),
-        _ => no_headers.clone(),
-    };
-    Message {
-        topic,
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(Bytes::copy_from_slice),
-        payload: m.payload().map(Bytes::copy_from_slice),
-        headers,
-        timestamp: m.timestamp().to_millis(),
-    }
-}
-
 /// The poll loop. Returns when `shutdown` is cancelled, after draining and
 /// committing every partition and closing the consumer.
 pub(crate) fn poll_loop(
@@ -365,9 +332,9 @@ pub(crate) fn poll_loop(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let ctx = consumer.context().clone();
-    let mut batch: Vec<Message> = Vec::with_capacity(ctx.options.poll_batch);
-    let mut topics: Vec<Arc<str>> = Vec::new();
-    let no_headers: Arc<[Header]> = Arc::from(Vec::new());
+    let mut converter = Converter::new();
+    let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(ctx.options.poll_batch);
+    let mut last_maintain = Instant::now();
     while !shutdown.is_cancelled() {
         let mut timeout = Duration::from_millis(100);
         while batch.len() < ctx.options.poll_batch {
@@ -379,14 +346,19 @@ pub(crate) fn poll_loop(
             }
             match polled {
                 None => break,
-                Some(Ok(m)) => batch.push(to_message(&m, &mut topics, &no_headers)),
+                Some(Ok(m)) => batch.push(m),
                 Some(Err(e)) => {
                     tracing::warn!(group = %ctx.options.group, error = %e, "consumer error")
                 }
             }
         }
-        ctx.route(&mut batch);
-        ctx.maintain(&consumer);
+        ctx.route(&mut batch, &mut converter);
+        // Pausing, resuming and storing offsets every few milliseconds is
+        // plenty, and keeps the per-batch cost low when batches are small.
+        if last_maintain.elapsed() >= MAINTAIN_EVERY {
+            ctx.maintain(&consumer);
+            last_maintain = Instant::now();
+        }
     }
     // Shutdown: stop fetching, drain, commit, close.
     tracing::info!(group = %ctx.options.group, "stopping: draining in-flight records and committing");
@@ -395,6 +367,7 @@ pub(crate) fn poll_loop(
             tracing::debug!(error = %e, "cannot pause on shutdown");
         }
     }
+    drop(batch);
     let all: Vec<TopicPartition> = ctx.state().partitions.keys().cloned().collect();
     ctx.drain_and_commit(&consumer, &all, "shutdown");
     consumer.unsubscribe();

@@ -7,6 +7,7 @@ use crate::dead_letter::{DeadLetterSink, KafkaDeadLetters};
 use crate::error::{Error, Result};
 use crate::event::{EventListener, RecordEvent};
 use crate::execute::HandlerRuntime;
+use crate::limit::Limit;
 use crate::partition::FatalSlot;
 use crate::HandlerSpec;
 use rdkafka::config::ClientConfig;
@@ -15,7 +16,6 @@ use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Runs every `#[kafka_handler]` in the program with configuration from the
@@ -277,7 +277,7 @@ impl DispatcherBuilder {
             (Some(b), _) => (b.value.clone(), None),
             (None, Some(shared)) => (shared.bootstrap_servers().to_owned(), Some(shared)),
             (None, None) => {
-                let b = Arc::new(EmbeddedBroker::start(1)?);
+                let b = EmbeddedBroker::shared()?;
                 tracing::warn!(bootstrap = b.bootstrap_servers(), "KAFKA_BROKERS is not set: running on an embedded development broker (in memory, gone when the process exits); set KAFKA_BROKERS=host:port to use a real cluster");
                 (b.bootstrap_servers().to_owned(), Some(b))
             }
@@ -399,7 +399,7 @@ impl Dispatcher {
         if self.broker.is_none() {
             self.check_reachable().await?;
         }
-        let global = Arc::new(Semaphore::new(self.settings.max_in_flight));
+        let global = Arc::new(Limit::new(self.settings.max_in_flight));
         let mut threads = Vec::new();
         let signals = self
             .signals
@@ -470,7 +470,7 @@ impl Dispatcher {
         group: &str,
         specs: &[HandlerSpec],
         rt: &tokio::runtime::Handle,
-        global: &Arc<Semaphore>,
+        global: &Arc<Limit>,
         fatal: &Arc<FatalSlot>,
     ) -> Result<BaseConsumer<GroupContext>> {
         let mut producer_config = self.client_config();
@@ -497,7 +497,7 @@ impl Dispatcher {
                 concurrency: spec
                     .policy
                     .concurrency_limit()
-                    .map(|n| Arc::new(Semaphore::new(n))),
+                    .map(|n| Arc::new(Limit::new(n))),
                 listeners: self.listeners.clone(),
                 dead_letters: dead_letters.clone(),
                 group: group_name.clone(),

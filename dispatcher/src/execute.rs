@@ -4,6 +4,7 @@
 use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
 use crate::event::{EventListener, Outcome, RecordEvent};
 use crate::handler_error::{HandlerError, HandlerTimeout};
+use crate::limit::Limit;
 use crate::message::KeyDisplay;
 use crate::policy::Classification;
 use crate::{HandlerSpec, Message};
@@ -11,14 +12,14 @@ use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::Semaphore;
 
 /// A handler as the runtime runs it: its spec plus what it shares with the
 /// rest of the runtime.
+#[derive(Clone)]
 pub(crate) struct HandlerRuntime {
     pub(crate) spec: HandlerSpec,
     pub(crate) name: Arc<str>,
-    pub(crate) concurrency: Option<Arc<Semaphore>>,
+    pub(crate) concurrency: Option<Arc<Limit>>,
     pub(crate) listeners: Arc<[EventListener]>,
     pub(crate) dead_letters: Arc<dyn DeadLetterSink>,
     pub(crate) group: Arc<str>,

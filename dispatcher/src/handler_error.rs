@@ -163,11 +163,18 @@ impl HandlerError {
             next: self.top(),
             roots: Vec::new(),
         };
-        for (i, e) in display.enumerate() {
-            if i > 0 {
+        let mut previous = String::new();
+        for e in display {
+            let text = e.to_string();
+            // An I/O error displays the error it wraps; say it once.
+            if text == previous {
+                continue;
+            }
+            if !out.is_empty() {
                 out.push_str(": ");
             }
-            out.push_str(&e.to_string());
+            out.push_str(&text);
+            previous = text;
         }
         out
     }

@@ -2,6 +2,7 @@
 //! lane, runs them within the in-flight caps, and publishes the watermark.
 
 use crate::execute::{Finish, HandlerRuntime};
+use crate::limit::Limit;
 use crate::message::KeyDisplay;
 use crate::policy::Ordering;
 use crate::tracker::OffsetTracker;
@@ -9,11 +10,13 @@ use crate::{Error, Message};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use std::collections::{HashMap, VecDeque};
+use futures::FutureExt;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// State a partition's worker shares with the poll thread.
@@ -59,7 +62,7 @@ pub(crate) struct PartitionHandle {
 /// What a worker needs besides its records.
 pub(crate) struct WorkerContext {
     pub(crate) handler: Arc<HandlerRuntime>,
-    pub(crate) global: Arc<Semaphore>,
+    pub(crate) global: Arc<Limit>,
     pub(crate) fatal: Arc<FatalSlot>,
     pub(crate) drain_timeout: Duration,
 }
@@ -78,6 +81,12 @@ pub(crate) fn spawn(
         buffered: AtomicUsize::new(0),
     });
     let stop = CancellationToken::new();
+    // A private copy of the handler's runtime: its reference count is
+    // touched per record, and must not be shared with other partitions.
+    let cx = WorkerContext {
+        handler: Arc::new(HandlerRuntime::clone(&cx.handler)),
+        ..cx
+    };
     let worker = Worker {
         topic,
         partition,
@@ -85,9 +94,10 @@ pub(crate) fn spawn(
         cx,
         shared: shared.clone(),
         tracker: OffsetTracker::default(),
-        lanes: HashMap::new(),
+        lanes: FxHashMap::default(),
         ready: VecDeque::new(),
         halted: false,
+        unbuffered: 0,
     };
     rt.spawn(worker.run(rx, stop.clone(), exit_tx));
     PartitionHandle {
@@ -100,9 +110,15 @@ pub(crate) fn spawn(
     }
 }
 
-struct Permits {
-    _global: OwnedSemaphorePermit,
-    _handler: Option<OwnedSemaphorePermit>,
+/// Gives a global slot back when dropped.
+struct SlotGuard(Option<Arc<Limit>>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(l) = self.0.take() {
+            l.release(1);
+        }
+    }
 }
 
 type Running = FuturesUnordered<BoxFuture<'static, (Message, Finish)>>;
@@ -117,11 +133,13 @@ struct Worker {
     /// Per ordering lane (key, or one lane for the partition), the records
     /// waiting behind the one that is ready or running. A lane exists while
     /// one of its records is ready or running.
-    lanes: HashMap<Option<Bytes>, VecDeque<Message>>,
+    lanes: FxHashMap<Option<Bytes>, VecDeque<Message>>,
     /// Records free to start once permits allow, in arrival order.
     ready: VecDeque<Message>,
     /// A fatal error was seen: start nothing more.
     halted: bool,
+    /// Records finished or dropped since `buffered` was last updated.
+    unbuffered: usize,
 }
 
 impl Worker {
@@ -136,7 +154,7 @@ impl Worker {
     fn enqueue(&mut self, batch: Vec<Message>) {
         for msg in batch {
             if !self.tracker.track(msg.offset()) {
-                self.shared.buffered.fetch_sub(1, AtomicOrdering::Relaxed);
+                self.unbuffered += 1;
                 continue;
             }
             match self.lane_of(&msg) {
@@ -152,55 +170,65 @@ impl Worker {
         }
     }
 
-    fn try_permits(&self) -> Option<Permits> {
-        let global = self.cx.global.clone().try_acquire_owned().ok()?;
-        let handler = match &self.cx.handler.concurrency {
-            Some(s) => Some(s.clone().try_acquire_owned().ok()?),
-            None => None,
-        };
-        Some(Permits {
-            _global: global,
-            _handler: handler,
-        })
+    /// Takes an in-flight slot from the global cap and the handler's cap.
+    fn try_slots(&self) -> bool {
+        if !self.cx.global.try_acquire() {
+            return false;
+        }
+        match &self.cx.handler.concurrency {
+            Some(h) if !h.try_acquire() => {
+                self.cx.global.release(1);
+                false
+            }
+            _ => true,
+        }
     }
 
-    fn wait_permits(&self) -> BoxFuture<'static, Permits> {
+    fn wait_slots(&self) -> BoxFuture<'static, ()> {
         let global = self.cx.global.clone();
         let handler = self.cx.handler.concurrency.clone();
         Box::pin(async move {
-            let global = global
-                .acquire_owned()
-                .await
-                .expect("the global semaphore is never closed");
-            let handler = match handler {
-                Some(s) => Some(
-                    s.acquire_owned()
-                        .await
-                        .expect("handler semaphores are never closed"),
-                ),
-                None => None,
-            };
-            Permits {
-                _global: global,
-                _handler: handler,
+            global.acquire().await;
+            if let Some(h) = handler {
+                // Dropped while waiting for the handler's slot: give the
+                // global one back.
+                let mut guard = SlotGuard(Some(global));
+                h.acquire().await;
+                guard.0 = None;
             }
         })
     }
 
-    fn start(&mut self, running: &mut Running, permits: Permits) {
+    fn release_slots(&self, n: usize) {
+        self.cx.global.release(n);
+        if let Some(h) = &self.cx.handler.concurrency {
+            h.release(n);
+        }
+    }
+
+    /// Starts the next ready record. Its future is polled once right away:
+    /// a handler that finishes without waiting (the common case for fast
+    /// handlers) completes here, without a trip through the scheduler.
+    /// The caller holds a slot for it, which `complete` gives back.
+    fn start(&mut self, running: &mut Running) {
         let Some(msg) = self.ready.pop_front() else {
+            self.release_slots(1);
             return;
         };
         let handler = self.cx.handler.clone();
-        running.push(Box::pin(async move {
+        let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
             let finish = handler.process(&msg).await;
-            drop(permits);
             (msg, finish)
-        }));
+        });
+        match (&mut record).now_or_never() {
+            Some((msg, finish)) => self.complete(msg, finish),
+            None => running.push(record),
+        }
     }
 
     fn complete(&mut self, msg: Message, finish: Finish) {
-        self.shared.buffered.fetch_sub(1, AtomicOrdering::Relaxed);
+        self.release_slots(1);
+        self.unbuffered += 1;
         match finish {
             Finish::Done => {
                 if let Some(next) = self.tracker.finish(msg.offset()) {
@@ -249,16 +277,23 @@ impl Worker {
         _exited: std::sync::mpsc::Sender<()>,
     ) {
         let mut running: Running = FuturesUnordered::new();
-        let mut waiting: Option<BoxFuture<'static, Permits>> = None;
+        let mut waiting: Option<BoxFuture<'static, ()>> = None;
         let mut stopping = false;
         let drain = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain);
         loop {
             while !self.halted && !stopping && waiting.is_none() && !self.ready.is_empty() {
-                match self.try_permits() {
-                    Some(p) => self.start(&mut running, p),
-                    None => waiting = Some(self.wait_permits()),
+                if self.try_slots() {
+                    self.start(&mut running);
+                } else {
+                    waiting = Some(self.wait_slots());
                 }
+            }
+            if self.unbuffered > 0 {
+                self.shared
+                    .buffered
+                    .fetch_sub(self.unbuffered, AtomicOrdering::Relaxed);
+                self.unbuffered = 0;
             }
             if stopping && running.is_empty() {
                 break;
@@ -272,10 +307,12 @@ impl Worker {
                     drain.as_mut().reset(tokio::time::Instant::now() + self.cx.drain_timeout);
                 }
                 Some((msg, finish)) = running.next(), if !running.is_empty() => self.complete(msg, finish),
-                permits = async { match waiting.as_mut() { Some(w) => w.await, None => std::future::pending().await } }, if waiting.is_some() => {
+                () = async { match waiting.as_mut() { Some(w) => w.await, None => std::future::pending().await } }, if waiting.is_some() => {
                     waiting = None;
                     if !self.halted && !stopping {
-                        self.start(&mut running, permits);
+                        self.start(&mut running);
+                    } else {
+                        self.release_slots(1);
                     }
                 }
                 batch = records.recv(), if !stopping => match batch {

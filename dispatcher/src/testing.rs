@@ -24,7 +24,7 @@ use rdkafka::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -33,12 +33,7 @@ type Key = (String, i32, i64);
 /// The embedded broker shared by every test kit in this process (the mock
 /// cluster's first group join is slow, so tests share one).
 pub fn shared_broker() -> Result<Arc<EmbeddedBroker>> {
-    static BROKER: OnceLock<Arc<EmbeddedBroker>> = OnceLock::new();
-    if let Some(b) = BROKER.get() {
-        return Ok(b.clone());
-    }
-    let b = Arc::new(EmbeddedBroker::start(1)?);
-    Ok(BROKER.get_or_init(|| b).clone())
+    EmbeddedBroker::shared()
 }
 
 /// A small producer for tests and examples: publishes one record and waits
@@ -65,8 +60,20 @@ impl Producer {
     }
 
     /// Publishes one record and returns its partition and offset.
-    pub async fn publish(&self, topic: &str, key: Option<&str>, payload: impl AsRef<[u8]>) -> Result<(i32, i64)> {
-        self.send(topic, None, key.map(str::as_bytes), Some(payload.as_ref()), &[]).await
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(i32, i64)> {
+        self.send(
+            topic,
+            None,
+            key.map(str::as_bytes),
+            Some(payload.as_ref()),
+            &[],
+        )
+        .await
     }
 
     /// Publishes one record with every field chosen: a partition (or the
@@ -93,7 +100,10 @@ impl Producer {
         if !headers.is_empty() {
             let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
             for (name, value) in headers {
-                h = h.insert(rdkafka::message::Header { key: name, value: Some(*value) });
+                h = h.insert(rdkafka::message::Header {
+                    key: name,
+                    value: Some(*value),
+                });
             }
             record = record.headers(h);
         }
@@ -210,13 +220,32 @@ impl TestKit {
     }
 
     /// Publishes one record and returns its partition and offset.
-    pub async fn publish(&self, topic: &str, key: Option<&str>, payload: impl AsRef<[u8]>) -> Result<(i32, i64)> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(i32, i64)> {
         self.producer.publish(topic, key, payload).await
     }
 
     /// Publishes one record to a given partition.
-    pub async fn publish_to(&self, topic: &str, partition: i32, key: Option<&str>, payload: impl AsRef<[u8]>) -> Result<(i32, i64)> {
-        self.producer.send(topic, Some(partition), key.map(str::as_bytes), Some(payload.as_ref()), &[]).await
+    pub async fn publish_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&str>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(i32, i64)> {
+        self.producer
+            .send(
+                topic,
+                Some(partition),
+                key.map(str::as_bytes),
+                Some(payload.as_ref()),
+                &[],
+            )
+            .await
     }
 
     /// The kit's producer, for records with headers or tombstones.

@@ -1,0 +1,135 @@
+//! A cap on records in flight, shared by partition workers.
+//!
+//! Unlike `tokio::sync::Semaphore`, releasing a slot takes no lock: one
+//! atomic operation per record on the fast path, and waiters are woken only
+//! when the cap was reached.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Notify;
+
+/// At most `cap` slots in use at once.
+#[derive(Debug)]
+pub(crate) struct Limit {
+    used: AtomicUsize,
+    cap: usize,
+    released: Notify,
+}
+
+impl Limit {
+    pub(crate) fn new(cap: usize) -> Self {
+        Limit {
+            used: AtomicUsize::new(0),
+            cap: cap.max(1),
+            released: Notify::new(),
+        }
+    }
+
+    /// Takes a slot if one is free.
+    pub(crate) fn try_acquire(&self) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used >= self.cap {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Waits for a slot and takes it.
+    pub(crate) async fn acquire(&self) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // Register before checking, so a release in between wakes us.
+            released.as_mut().enable();
+            if self.try_acquire() {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    /// Gives back `n` slots.
+    pub(crate) fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.used.fetch_sub(n, Ordering::Release);
+        debug_assert!(before >= n, "released more slots than taken");
+        if before >= self.cap {
+            self.released.notify_waiters();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn never_hands_out_more_than_the_cap() {
+        let l = Limit::new(2);
+        assert!(l.try_acquire());
+        assert!(l.try_acquire());
+        assert!(!l.try_acquire());
+        l.release(1);
+        assert!(l.try_acquire());
+        l.release(2);
+        assert_eq!(l.used(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_are_woken_by_releases() {
+        let l = Arc::new(Limit::new(1));
+        assert!(l.try_acquire());
+        let waiting = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire().await })
+        };
+        tokio::task::yield_now().await;
+        l.release(1);
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(l.used(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_users_stay_under_the_cap() {
+        let l = Arc::new(Limit::new(3));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (l, peak) = (l.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..200 {
+                    l.acquire().await;
+                    peak.fetch_max(l.used(), Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                    l.release(1);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert!(peak.load(Ordering::Relaxed) <= 3);
+        assert_eq!(l.used(), 0);
+    }
+}
