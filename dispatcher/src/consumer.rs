@@ -9,7 +9,7 @@ use crate::message::Message;
 use crate::partition::{self, FatalSlot, PartitionHandle, WorkerContext};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, HashSet};
@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 type TopicPartition = (Arc<str>, i32);
+
+/// How long the poll loop gathers records before handing them out.
+const BATCH_WINDOW: Duration = Duration::from_millis(1);
 
 /// How often the poll loop pauses, resumes and stores offsets.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(5);
@@ -106,11 +109,9 @@ impl GroupContext {
                 }
             }
         }
-        if tpl.count() > 0 {
-            commit_sync(consumer, &tpl, why);
-        }
+        let committed = tpl.count() == 0 || commit_sync(consumer, &tpl, why);
         if !handles.is_empty() {
-            tracing::info!(group = %self.options.group, partitions = %list(handles.iter().map(|(tp, _)| tp)), why, "partitions drained and committed");
+            tracing::info!(group = %self.options.group, partitions = %list(handles.iter().map(|(tp, _)| tp)), why, committed, "partitions drained");
         }
     }
 
@@ -215,13 +216,12 @@ impl GroupContext {
                     );
                 }
                 let next = h.shared.committable.load(AtomicOrdering::Acquire);
-                if next > h.stored {
-                    if store
+                if next > h.stored
+                    && store
                         .add_partition_offset(topic, *partition, Offset::Offset(next))
                         .is_ok()
-                    {
-                        h.stored = next;
-                    }
+                {
+                    h.stored = next;
                 }
             }
         }
@@ -256,19 +256,35 @@ fn tpl_list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-/// Commits synchronously, retrying a few times: a failed commit only means
-/// records are delivered again, but we try hard to avoid that.
-fn commit_sync(consumer: &BaseConsumer<GroupContext>, tpl: &TopicPartitionList, why: &str) {
-    for attempt in 1..=3 {
+/// Commits synchronously, retrying transient failures a few times. A failed
+/// commit only means records are delivered again, never lost. Returns
+/// whether the commit went through.
+fn commit_sync(consumer: &BaseConsumer<GroupContext>, tpl: &TopicPartitionList, why: &str) -> bool {
+    for attempt in 1..=3u64 {
         match consumer.commit(tpl, CommitMode::Sync) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => {
+                // The group is already rebalancing (or we left it): the
+                // coordinator will refuse again, so do not hold the
+                // rebalance up retrying.
+                let hopeless = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::RebalanceInProgress
+                            | RDKafkaErrorCode::IllegalGeneration
+                            | RDKafkaErrorCode::UnknownMemberId
+                    )
+                );
                 tracing::warn!(error = %e, attempt, why, offsets = ?tpl, "synchronous commit failed");
+                if hopeless {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(100 * attempt));
             }
         }
     }
-    tracing::error!(why, offsets = ?tpl, "could not commit; records after the last committed offset will be delivered again");
+    tracing::error!(why, offsets = ?tpl, "could not commit; the records after the last committed offset will be delivered again (to this or another consumer)");
+    false
 }
 
 impl ClientContext for GroupContext {
@@ -336,11 +352,15 @@ pub(crate) fn poll_loop(
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(ctx.options.poll_batch);
     let mut last_maintain = Instant::now();
     while !shutdown.is_cancelled() {
+        // Wait up to 100 ms for a first record, then gather more for up to
+        // BATCH_WINDOW: fewer, larger hand-offs to the partition workers.
         let mut timeout = Duration::from_millis(100);
+        let mut window_end = None;
         while batch.len() < ctx.options.poll_batch {
             let epoch = ctx.epoch.load(AtomicOrdering::Acquire);
             let polled = consumer.poll(timeout);
-            timeout = Duration::ZERO;
+            let end = *window_end.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
+            timeout = end.saturating_duration_since(Instant::now());
             if ctx.epoch.load(AtomicOrdering::Acquire) != epoch {
                 ctx.discard_revoked(&mut batch);
             }

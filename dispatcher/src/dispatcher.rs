@@ -46,6 +46,9 @@ impl ShutdownHandle {
     }
 }
 
+/// Keeps a handler when it returns true.
+type HandlerFilter = Box<dyn Fn(&HandlerSpec) -> bool + Send + Sync>;
+
 /// Configures a [`Dispatcher`]. Settings given here win over the
 /// environment.
 ///
@@ -66,7 +69,7 @@ pub struct DispatcherBuilder {
     read_env: bool,
     registered: bool,
     extra: Vec<HandlerSpec>,
-    filters: Vec<(String, Box<dyn Fn(&HandlerSpec) -> bool + Send + Sync>)>,
+    filters: Vec<(String, HandlerFilter)>,
     listeners: Vec<EventListener>,
     signals: bool,
     broker: Option<Arc<EmbeddedBroker>>,
@@ -264,10 +267,8 @@ impl DispatcherBuilder {
                         return Err(Error::DuplicateTopic {
                             topic: (*t).to_owned(),
                             group: group.clone(),
-                            first: first.qualified_name(),
-                            first_location: first.location(),
-                            second: h.qualified_name(),
-                            second_location: h.location(),
+                            first: format!("{} ({})", first.qualified_name(), first.location()),
+                            second: format!("{} ({})", h.qualified_name(), h.location()),
                         });
                     }
                 }

@@ -28,20 +28,16 @@ pub enum Error {
         filter: String,
     },
     /// Two handlers consume the same topic in the same consumer group.
-    #[error("topic {topic:?} in consumer group {group:?} is claimed by two handlers: {first} ({first_location}) and {second} ({second_location}); give one of them `group = \"...\"` or remove one")]
+    #[error("topic {topic:?} in consumer group {group:?} is claimed by two handlers: {first} and {second}; give one of them `group = \"...\"` or remove one")]
     DuplicateTopic {
         /// The topic.
         topic: String,
         /// The consumer group.
         group: String,
-        /// The first handler.
+        /// The first handler and where it is declared.
         first: String,
-        /// Where the first handler is declared.
-        first_location: String,
-        /// The second handler.
+        /// The second handler and where it is declared.
         second: String,
-        /// Where the second handler is declared.
-        second_location: String,
     },
     /// The brokers could not be reached at startup.
     #[error("cannot reach Kafka at {brokers:?}: {source}; check KAFKA_BROKERS and that the brokers are up")]
@@ -67,24 +63,30 @@ pub enum Error {
     /// A handler returned an error its policy classifies as fatal, or a dead
     /// letter could not be written. The record's offset was not committed: it
     /// is delivered again after a restart.
-    #[error("fatal error in handler {handler} on {topic}[{partition}] at offset {offset} (key {key}): {error:?}; offsets were committed up to, not past, this record")]
-    Fatal {
-        /// The handler's qualified name.
-        handler: String,
-        /// The record's topic.
-        topic: String,
-        /// The record's partition.
-        partition: i32,
-        /// The record's offset.
-        offset: i64,
-        /// The record's key, shown as text.
-        key: String,
-        /// The error and its cause chain (shown in the message).
-        error: HandlerError,
-    },
+    #[error(transparent)]
+    Fatal(Box<FatalError>),
     /// A background part of the runtime stopped unexpectedly.
     #[error("dispatcher runtime failure: {0}")]
     Runtime(String),
+}
+
+/// A fatal error: the handler, the record's coordinates and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("fatal error in handler {handler} on {topic}[{partition}] at offset {offset} (key {key}): {error:?}; offsets were committed up to, not past, this record")]
+#[non_exhaustive]
+pub struct FatalError {
+    /// The handler's qualified name.
+    pub handler: String,
+    /// The record's topic.
+    pub topic: String,
+    /// The record's partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's key, shown as text.
+    pub key: String,
+    /// The error and its cause chain (shown in the message).
+    pub error: HandlerError,
 }
 
 impl Error {

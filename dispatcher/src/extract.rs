@@ -14,6 +14,11 @@ use std::fmt;
 ///
 /// An extraction that fails is a [`DecodeError`]: retrying cannot fix it, so
 /// the record goes to the dead-letter topic.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a `#[kafka_handler]` argument",
+    label = "not built from a Kafka record",
+    note = "handler arguments implement `dispatcher::FromMessage`: `Message`, `&Message`, `Json<T>`, `&[u8]`, `Vec<u8>`, `bytes::Bytes`, `&str`, `String`, or `Option<_>` of a payload form"
+)]
 pub trait FromMessage<'a>: Sized {
     /// Builds the argument from the record.
     fn from_message(msg: &'a Message) -> Result<Self, DecodeError>;

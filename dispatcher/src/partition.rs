@@ -1,6 +1,7 @@
 //! The worker of one assigned partition: queues its records by ordering
 //! lane, runs them within the in-flight caps, and publishes the watermark.
 
+use crate::error::FatalError;
 use crate::execute::{Finish, HandlerRuntime};
 use crate::limit::Limit;
 use crate::message::KeyDisplay;
@@ -247,14 +248,14 @@ impl Worker {
                 // The record stays unfinished, so the watermark stays below
                 // it, and its lane stays blocked.
                 self.halted = true;
-                self.cx.fatal.report(Error::Fatal {
+                self.cx.fatal.report(Error::Fatal(Box::new(FatalError {
                     handler: self.cx.handler.name.to_string(),
                     topic: msg.topic().to_owned(),
                     partition: msg.partition(),
                     offset: msg.offset(),
                     key: KeyDisplay(msg.key()).to_string(),
                     error,
-                });
+                })));
             }
         }
     }

@@ -41,11 +41,26 @@ pub enum Classification {
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used as `policy = ...`",
+    label = "does not implement `dispatcher::Classify`",
+    note = "`policy` names a const, static or unit struct whose type implements `dispatcher::Classify`"
+)]
 pub trait Classify: Send + Sync + 'static {
     /// Classifies an error; `None` falls back to the attribute's `fatal` and
     /// `retry` lists and the defaults.
     fn classify(&self, error: &HandlerError) -> Option<Classification>;
 }
+
+/// An error type that can be listed in `retry = ...` or `fatal = ...`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be listed in `retry` or `fatal`",
+    label = "not an error type the policy can match",
+    note = "listed types must implement `std::error::Error + Send + Sync + 'static`"
+)]
+pub trait ListedError: StdError + Send + Sync + 'static {}
+
+impl<T: StdError + Send + Sync + 'static> ListedError for T {}
 
 /// Matches one error type anywhere in a cause chain. Built by the macro from
 /// the types listed in `retry = ...` and `fatal = ...`.
@@ -61,7 +76,7 @@ fn is_type<T: StdError + Send + Sync + 'static>(e: &HandlerError) -> bool {
 
 impl ErrorMatcher {
     /// A matcher for `T`, shown as `name` in logs.
-    pub const fn of<T: StdError + Send + Sync + 'static>(name: &'static str) -> Self {
+    pub const fn of<T: ListedError>(name: &'static str) -> Self {
         ErrorMatcher {
             name,
             matches: is_type::<T>,
@@ -246,6 +261,22 @@ impl Policy {
     pub const fn dead_letter_topic(mut self, topic: &'static str) -> Self {
         self.dead_letter_topic = Some(topic);
         self
+    }
+
+    /// The errors that retry; `None` for the default (I/O errors and
+    /// timeouts).
+    pub fn retry_list(&self) -> Option<&'static [ErrorMatcher]> {
+        self.retry
+    }
+
+    /// The errors that stop the consumer.
+    pub fn fatal_list(&self) -> &'static [ErrorMatcher] {
+        self.fatal
+    }
+
+    /// Whether a custom classifier is set.
+    pub fn has_classifier(&self) -> bool {
+        self.classifier.is_some()
     }
 
     /// Total attempts per record.

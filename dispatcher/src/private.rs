@@ -10,12 +10,6 @@ pub use std::boxed::Box;
 pub use std::result::Result;
 pub use std::time::Duration;
 
-/// Compile-time check that a listed type is an error the policy can match.
-pub const fn assert_error_type<T: std::error::Error + Send + Sync + 'static>() {}
-
-/// Compile-time check that a `policy = ...` value implements `Classify`.
-pub const fn assert_classifier<T: Classify>(_: &T) {}
-
 /// Turns whatever error type a handler returns into a [`HandlerError`]:
 /// `anyhow::Error`, `Box<dyn Error + Send + Sync>`, or any
 /// `E: Error + Send + Sync + 'static`. Dispatch happens at compile time by
@@ -75,17 +69,24 @@ pub mod kind {
     }
     impl IdentityTag for HandlerError {}
 
+    /// An error type a handler may return.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be the error type of a `#[kafka_handler]` function",
+        label = "not a supported handler error",
+        note = "return `Result<(), E>` where `E` is a `std::error::Error + Send + Sync + 'static`, `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `dispatcher::HandlerError`"
+    )]
+    pub trait HandlerErrorSource: StdError + Send + Sync + 'static {}
+    impl<T: StdError + Send + Sync + 'static> HandlerErrorSource for T {}
+
     /// Conversion of any standard error.
     pub struct StdKind;
     impl StdKind {
         /// Converts.
-        pub fn into_handler_error<E: StdError + Send + Sync + 'static>(
-            self,
-            error: E,
-        ) -> HandlerError {
+        pub fn into_handler_error<E: HandlerErrorSource>(self, error: E) -> HandlerError {
             HandlerError::new(error)
         }
     }
+
     /// Selects [`StdKind`].
     pub trait StdTag {
         /// Selects the conversion.
@@ -93,5 +94,5 @@ pub mod kind {
             StdKind
         }
     }
-    impl<E: StdError + Send + Sync + 'static> StdTag for &E {}
+    impl<E> StdTag for &E {}
 }

@@ -166,7 +166,7 @@ mod tests {
                 prop_assert_eq!(t.lowest_unfinished(), lowest);
                 if let (Some(c), Some(l)) = (c, lowest) {
                     prop_assert!(c <= l);
-                    let prev = offsets.iter().copied().filter(|&o| o < l).last();
+                    let prev = offsets.iter().copied().rfind(|&o| o < l);
                     prop_assert_eq!(Some(c), prev.map(|p| p + 1));
                 }
             }
