@@ -390,7 +390,6 @@ pub(crate) fn poll_loop(
     drop(batch);
     let all: Vec<TopicPartition> = ctx.state().partitions.keys().cloned().collect();
     ctx.drain_and_commit(&consumer, &all, "shutdown");
-    consumer.unsubscribe();
     drop(consumer);
     tracing::info!(group = %ctx.options.group, "consumer closed");
 }

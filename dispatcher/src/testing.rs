@@ -160,11 +160,14 @@ fn unique_group() -> String {
 impl TestKit {
     /// A builder set up for tests: the shared embedded broker (unless
     /// `KAFKA_BROKERS` is set), a unique group id, no signal handling, short
-    /// commit interval and drain timeout. Narrow it to your handlers with
-    /// `.topics([...])`.
+    /// commit interval, drain timeout and session timeout (a group that a
+    /// test restarts rebalances within seconds). Narrow it to your handlers
+    /// with `.topics([...])`.
     pub fn builder() -> DispatcherBuilder {
         let builder = Dispatcher::builder()
             .handle_signals(false)
+            .kafka_property("session.timeout.ms", "6000")
+            .kafka_property("heartbeat.interval.ms", "500")
             .group_id(unique_group())
             .commit_interval(Duration::from_millis(100))
             .drain_timeout(Duration::from_secs(5));
