@@ -22,6 +22,9 @@ type TopicPartition = (Arc<str>, i32);
 /// How long the poll loop gathers records before handing them out.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
 
+/// How often idle partitions check the consumer's position.
+const POSITION_CHECK_EVERY: Duration = Duration::from_millis(200);
+
 /// How often the poll loop pauses, resumes and stores offsets.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(5);
 
@@ -187,15 +190,33 @@ impl GroupContext {
 
     /// Pauses full partitions, resumes drained ones, and stores the
     /// watermarks that advanced, for the next commit.
-    fn maintain(&self, consumer: &BaseConsumer<GroupContext>) {
+    ///
+    /// With `check_positions`, a partition whose records are all finished
+    /// stores the consumer's position instead of its watermark when that is
+    /// further: the offsets in between hold no records for us (transaction
+    /// markers, compacted records), and committing past them keeps the
+    /// consumer lag at zero. librdkafka's position is the offset after the
+    /// last record it returned to us, or after a control record it consumed
+    /// itself (it never moves ahead of records we have not seen).
+    fn maintain(&self, consumer: &BaseConsumer<GroupContext>, check_positions: bool) {
         let cap = self.options.partition_buffer;
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         let mut store = TopicPartitionList::new();
         {
             let mut state = self.state();
+            let positions = if check_positions
+                && state
+                    .partitions
+                    .values()
+                    .any(|h| h.shared.buffered.load(AtomicOrdering::Acquire) == 0)
+            {
+                consumer.position().ok()
+            } else {
+                None
+            };
             for ((topic, partition), h) in state.partitions.iter_mut() {
-                let buffered = h.shared.buffered.load(AtomicOrdering::Relaxed);
+                let buffered = h.shared.buffered.load(AtomicOrdering::Acquire);
                 if !h.paused && buffered >= cap {
                     pause.add_partition(topic, *partition);
                     h.paused = true;
@@ -215,7 +236,19 @@ impl GroupContext {
                         "partition buffer drained; resuming fetch"
                     );
                 }
-                let next = h.shared.committable.load(AtomicOrdering::Acquire);
+                let mut next = h.shared.committable.load(AtomicOrdering::Acquire);
+                if buffered == 0 {
+                    // Every record this worker was given is finished, and
+                    // every record polled was given to it: nothing below the
+                    // position is unfinished.
+                    if let Some(Offset::Offset(position)) = positions
+                        .as_ref()
+                        .and_then(|p| p.find_partition(topic, *partition))
+                        .map(|e| e.offset())
+                    {
+                        next = next.max(position);
+                    }
+                }
                 if next > h.stored
                     && store
                         .add_partition_offset(topic, *partition, Offset::Offset(next))
@@ -351,6 +384,7 @@ pub(crate) fn poll_loop(
     let mut converter = Converter::new();
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(ctx.options.poll_batch);
     let mut last_maintain = Instant::now();
+    let mut last_position_check = Instant::now();
     while !shutdown.is_cancelled() {
         // Wait up to 100 ms for a first record, then gather more for up to
         // BATCH_WINDOW: fewer, larger hand-offs to the partition workers.
@@ -376,8 +410,12 @@ pub(crate) fn poll_loop(
         // Pausing, resuming and storing offsets every few milliseconds is
         // plenty, and keeps the per-batch cost low when batches are small.
         if last_maintain.elapsed() >= MAINTAIN_EVERY {
-            ctx.maintain(&consumer);
+            let check_positions = last_position_check.elapsed() >= POSITION_CHECK_EVERY;
+            ctx.maintain(&consumer, check_positions);
             last_maintain = Instant::now();
+            if check_positions {
+                last_position_check = last_maintain;
+            }
         }
     }
     // Shutdown: stop fetching, drain, commit, close.

@@ -229,9 +229,9 @@ impl Worker {
 
     fn complete(&mut self, msg: Message, finish: Finish) {
         self.release_slots(1);
-        self.unbuffered += 1;
         match finish {
             Finish::Done => {
+                self.unbuffered += 1;
                 if let Some(next) = self.tracker.finish(msg.offset()) {
                     self.shared.committable.store(next, AtomicOrdering::Release);
                 }
@@ -246,7 +246,9 @@ impl Worker {
             }
             Finish::Fatal(error) => {
                 // The record stays unfinished, so the watermark stays below
-                // it, and its lane stays blocked.
+                // it, and its lane stays blocked. It also stays counted as
+                // buffered: the partition never looks idle, so the poll loop
+                // never commits the consumer's position past it.
                 self.halted = true;
                 self.cx.fatal.report(Error::Fatal(Box::new(FatalError {
                     handler: self.cx.handler.name.to_string(),
@@ -293,7 +295,7 @@ impl Worker {
             if self.unbuffered > 0 {
                 self.shared
                     .buffered
-                    .fetch_sub(self.unbuffered, AtomicOrdering::Relaxed);
+                    .fetch_sub(self.unbuffered, AtomicOrdering::Release);
                 self.unbuffered = 0;
             }
             if stopping && running.is_empty() {
