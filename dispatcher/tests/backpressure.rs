@@ -1,0 +1,199 @@
+//! Backpressure: with `partition_buffer(20)` and a handler that blocks
+//! until the test opens a gate, a backlog of 300 records is not all pulled
+//! into memory (unordered mode would start every buffered record), and
+//! after the gate opens every record is handled exactly once, in order for
+//! one key, with the committed offset at the end: pausing and resuming the
+//! partition loses and duplicates nothing.
+
+use dispatcher::testing::TestKit;
+use dispatcher::{Message, Outcome};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const RECORDS: usize = 300;
+const BUFFER: usize = 20;
+
+/// A gate handlers wait at until the test opens it.
+struct Gate {
+    open: AtomicBool,
+    started: AtomicUsize,
+    seen: Mutex<Vec<i64>>,
+}
+
+impl Gate {
+    const fn new() -> Self {
+        Gate {
+            open: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn pass(&self, msg: &Message) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().expect("seen lock").push(msg.offset());
+        while !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<i64> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+}
+
+static UNBOUNDED_GATE: Gate = Gate::new();
+static KEYED_GATE: Gate = Gate::new();
+
+/// Unordered and without a concurrency cap: every record handed to the
+/// partition's worker starts at once, so `started` counts what the
+/// dispatcher took from Kafka.
+#[dispatcher::kafka_handler(topic = "it-backpressure-unordered", ordering = unordered)]
+async fn gated_unordered(msg: &Message) -> Result<(), std::io::Error> {
+    UNBOUNDED_GATE.pass(msg).await;
+    Ok(())
+}
+
+#[dispatcher::kafka_handler(topic = "it-backpressure-keyed", ordering = key)]
+async fn gated_keyed(msg: &Message) -> Result<(), std::io::Error> {
+    KEYED_GATE.pass(msg).await;
+    Ok(())
+}
+
+async fn wait_committed_to_end(kit: &TestKit, topic: &str) {
+    let ends = kit.end_offsets(topic).await.expect("end offsets");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = kit.committed_offsets(topic).await.expect("committed");
+        if ends
+            .iter()
+            .all(|(p, e)| *e == 0 || committed.get(p) == Some(e))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "committed {committed:?} never reached the ends {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_exactly_once(seen: &[i64], published: &[i64]) {
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for o in seen {
+        *counts.entry(*o).or_default() += 1;
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "records handled twice: {duplicated:?}"
+    );
+    let missing: Vec<_> = published
+        .iter()
+        .filter(|o| !counts.contains_key(o))
+        .collect();
+    assert!(missing.is_empty(), "records never handled: {missing:?}");
+    assert_eq!(counts.len(), published.len(), "no unexpected records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_partition_buffer_stops_taking_records() {
+    let topic = "it-backpressure-unordered";
+    let gate = &UNBOUNDED_GATE;
+    let kit = TestKit::start(TestKit::builder().topics([topic]).partition_buffer(BUFFER))
+        .await
+        .expect("start the test kit");
+    // One record first, so the group is joined and the partition is being
+    // fetched while the rest arrive one by one: what the dispatcher takes
+    // in is then limited by the pause, not by what one fetch returns.
+    let mut published = Vec::with_capacity(RECORDS);
+    let (_, o) = kit
+        .publish_to(topic, 0, Some("k0"), "r0")
+        .await
+        .expect("publish");
+    published.push(o);
+    kit.wait_until("the first record to start", Duration::from_secs(60), |_| {
+        gate.started() >= 1
+    })
+    .await
+    .expect("the first record reaches the handler");
+    for i in 1..RECORDS {
+        let (_, o) = kit
+            .publish_to(topic, 0, Some(&format!("k{i}")), format!("r{i}"))
+            .await
+            .expect("publish");
+        published.push(o);
+    }
+    kit.wait_until(
+        "the partition buffer to fill",
+        Duration::from_secs(60),
+        |_| gate.started() >= BUFFER,
+    )
+    .await
+    .expect("records reach the handler");
+    // Give the dispatcher time to take more than it should, if it would:
+    // every record is published, so without backpressure all of them
+    // would start (nothing caps an unordered handler here).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = gate.started();
+    assert!(
+        started <= 5 * BUFFER,
+        "with partition_buffer({BUFFER}) and nothing finishing, {started} of {RECORDS} records were taken in"
+    );
+    gate.open.store(true, Ordering::SeqCst);
+    kit.wait_until("every record finished", Duration::from_secs(120), |k| {
+        k.finished_count(topic) >= RECORDS
+    })
+    .await
+    .expect("all records handled after the gate opened");
+    assert_exactly_once(&gate.seen(), &published);
+    wait_committed_to_end(&kit, topic).await;
+    kit.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_lose_and_duplicate_nothing_and_keep_key_order() {
+    let topic = "it-backpressure-keyed";
+    let gate = &KEYED_GATE;
+    let kit = TestKit::start(TestKit::builder().topics([topic]).partition_buffer(BUFFER))
+        .await
+        .expect("start the test kit");
+    let mut published = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let (_, o) = kit
+            .publish_to(topic, 0, Some("the-only-key"), format!("r{i}"))
+            .await
+            .expect("publish");
+        published.push(o);
+    }
+    kit.wait_until("the first record to start", Duration::from_secs(60), |_| {
+        gate.started() >= 1
+    })
+    .await
+    .expect("records reach the handler");
+    assert_eq!(gate.started(), 1, "one key: one record at a time");
+    gate.open.store(true, Ordering::SeqCst);
+    kit.wait_until("every record finished", Duration::from_secs(120), |k| {
+        k.finished_count(topic) >= RECORDS
+    })
+    .await
+    .expect("all records handled after the gate opened");
+    let seen = gate.seen();
+    assert_exactly_once(&seen, &published);
+    assert_eq!(seen, published, "one key: handled in offset order");
+    assert!(
+        kit.final_outcomes(topic)
+            .values()
+            .all(|o| matches!(o, Outcome::Handled { attempts: 1 })),
+        "handled on the first attempt"
+    );
+    wait_committed_to_end(&kit, topic).await;
+    kit.shutdown().await.expect("clean shutdown");
+}
