@@ -2,12 +2,15 @@
 //! consume loop, on the same embedded broker and the same records.
 //!
 //! ```text
-//! cargo bench -p dispatcher --bench throughput            # 400 000 records
-//! BENCH_RECORDS=1000000 cargo bench -p dispatcher --bench throughput
+//! cargo bench -p dispatcher --bench throughput            # 1 000 000 records, 3 rounds
+//! BENCH_RECORDS=400000 BENCH_ROUNDS=1 cargo bench -p dispatcher --bench throughput
 //! ```
 //!
 //! Prints records per second for both and their ratio. Group joins are
 //! excluded: each clock starts at the first record and stops at the last.
+//! Each measurement runs `BENCH_ROUNDS` times, alternating raw and
+//! dispatcher runs so that both see the same machine, and the median is
+//! reported.
 
 use dispatcher::{
     Dispatcher, EmbeddedBroker, Handler, HandlerFuture, HandlerSpec, Message, Ordering, Policy,
@@ -21,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "bench";
-const PARTITIONS: i32 = 32;
+const PARTITIONS: i32 = 64;
 const KEYS: usize = 1_000;
 
 fn produce(brokers: &str, n: usize) {
@@ -67,8 +70,8 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
 }
 
 /// The baseline: one thread polling a BaseConsumer, touching each payload.
-fn raw(brokers: &str, n: usize) -> f64 {
-    let consumer: BaseConsumer = consumer_config(brokers, "bench-raw")
+fn raw(brokers: &str, n: usize, round: usize) -> f64 {
+    let consumer: BaseConsumer = consumer_config(brokers, &format!("bench-raw-{round}"))
         .create()
         .expect("consumer");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
@@ -110,6 +113,7 @@ fn dispatched(
     n: usize,
     ordering: Ordering,
     label: &'static str,
+    round: usize,
 ) -> f64 {
     COUNT.store(0, AtomicOrdering::SeqCst);
     *FIRST.lock().expect("lock") = None;
@@ -133,7 +137,7 @@ fn dispatched(
             .without_registered_handlers()
             .handler(spec)
             .embedded_broker(broker.clone())
-            .group_id(format!("bench-{label}"))
+            .group_id(format!("bench-{label}-{round}"))
             .handle_signals(false)
             .build()
             .expect("build");
@@ -152,35 +156,74 @@ fn dispatched(
     })
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(400_000);
+        .unwrap_or(1_000_000);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let broker = Arc::new(EmbeddedBroker::start(1).expect("broker"));
     broker.create_topic(TOPIC, PARTITIONS).expect("topic");
     let brokers = broker.bootstrap_servers().to_owned();
     let t = Instant::now();
     produce(&brokers, n);
-    println!(
-        "produced {n} records of 100 bytes, {KEYS} keys, {PARTITIONS} partitions in {:.2?}",
-        t.elapsed()
-    );
-    let raw_rate = raw(&brokers, n);
-    println!(
-        "raw rdkafka BaseConsumer loop:        {:>10.0} records/s",
-        raw_rate
-    );
-    for (ordering, label) in [
+    println!("produced {n} records of 100 bytes, {KEYS} keys, {PARTITIONS} partitions in {:.2?}; {rounds} rounds, medians", t.elapsed());
+    let modes = [
         (Ordering::Key, "key"),
         (Ordering::Partition, "partition"),
         (Ordering::Unordered, "unordered"),
-    ] {
-        let rate = dispatched(&broker, n, ordering, label);
+    ];
+    // BENCH_ONLY=raw|key|partition|unordered runs one measurement, for profiling.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |label: &str| only.as_deref().is_none_or(|o| o == label);
+    let mut raw_rates = Vec::new();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 0..rounds {
+        if wanted("raw") {
+            raw_rates.push(raw(&brokers, n, round));
+        }
+        for (i, (ordering, label)) in modes.iter().enumerate() {
+            if wanted(label) {
+                rates[i].push(dispatched(&broker, n, *ordering, label, round));
+            }
+        }
+    }
+    if raw_rates.is_empty() || rates.iter().any(Vec::is_empty) {
         println!(
-            "dispatcher, no-op handler, {label:<9} mode: {:>10.0} records/s  ({:.2} of raw, commits on)",
-            rate,
-            rate / raw_rate
+            "raw: {}; modes: {}",
+            fmt(&raw_rates),
+            rates.iter().map(|r| fmt(r)).collect::<Vec<_>>().join(" | ")
+        );
+        return;
+    }
+    let raw_rate = median(raw_rates.clone());
+    println!(
+        "raw rdkafka BaseConsumer loop:             {raw_rate:>10.0} records/s  (rounds: {})",
+        fmt(&raw_rates)
+    );
+    for (i, (_, label)) in modes.iter().enumerate() {
+        let rate = median(rates[i].clone());
+        println!(
+            "dispatcher, no-op handler, {label:<9} mode:  {rate:>10.0} records/s  ({:.2} of raw, commits on; rounds: {})",
+            rate / raw_rate,
+            fmt(&rates[i])
         );
     }
+}
+
+fn fmt(rates: &[f64]) -> String {
+    rates
+        .iter()
+        .map(|r| format!("{:.2}M", r / 1e6))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -389,20 +389,33 @@ pub(crate) fn poll_loop(
         // Wait up to 100 ms for a first record, then gather more for up to
         // BATCH_WINDOW: fewer, larger hand-offs to the partition workers.
         let mut timeout = Duration::from_millis(100);
-        let mut window_end = None;
+        let mut window_end: Option<Instant> = None;
         while batch.len() < ctx.options.poll_batch {
             let epoch = ctx.epoch.load(AtomicOrdering::Acquire);
             let polled = consumer.poll(timeout);
-            let end = *window_end.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
-            timeout = end.saturating_duration_since(Instant::now());
             if ctx.epoch.load(AtomicOrdering::Acquire) != epoch {
                 ctx.discard_revoked(&mut batch);
             }
             match polled {
-                None => break,
-                Some(Ok(m)) => batch.push(m),
+                Some(Ok(m)) => {
+                    batch.push(m);
+                    timeout = Duration::ZERO;
+                    window_end.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
+                }
                 Some(Err(e)) => {
-                    tracing::warn!(group = %ctx.options.group, error = %e, "consumer error")
+                    timeout = Duration::ZERO;
+                    tracing::warn!(group = %ctx.options.group, error = %e, "consumer error");
+                }
+                // The queue is empty: wait for more until the window closes
+                // (once), or stop when idle.
+                None => {
+                    let left = window_end.map_or(Duration::ZERO, |end| {
+                        end.saturating_duration_since(Instant::now())
+                    });
+                    if left.is_zero() || !timeout.is_zero() {
+                        break;
+                    }
+                    timeout = left;
                 }
             }
         }

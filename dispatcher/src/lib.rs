@@ -12,6 +12,7 @@ mod extract;
 mod fetch;
 mod handler;
 mod handler_error;
+mod lanes;
 mod limit;
 mod logging;
 mod message;

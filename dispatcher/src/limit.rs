@@ -26,21 +26,33 @@ impl Limit {
 
     /// Takes a slot if one is free.
     pub(crate) fn try_acquire(&self) -> bool {
+        self.try_acquire_up_to(1) == 1
+    }
+
+    /// Takes up to `n` free slots at once; returns how many.
+    pub(crate) fn try_acquire_up_to(&self, n: usize) -> usize {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            if used >= self.cap {
-                return false;
+            let take = n.min(self.cap.saturating_sub(used));
+            if take == 0 {
+                return 0;
             }
             match self.used.compare_exchange_weak(
                 used,
-                used + 1,
+                used + take,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return take,
                 Err(now) => used = now,
             }
         }
+    }
+
+    /// How many slots a worker may keep for itself between records: a few
+    /// when the cap is large, none when it is small.
+    pub(crate) fn batch(&self) -> usize {
+        (self.cap / 256).clamp(1, 32)
     }
 
     /// Waits for a slot and takes it.
@@ -80,6 +92,17 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    #[test]
+    fn takes_what_is_free_up_to_the_request() {
+        let l = Limit::new(5);
+        assert_eq!(l.try_acquire_up_to(3), 3);
+        assert_eq!(l.try_acquire_up_to(3), 2);
+        assert_eq!(l.try_acquire_up_to(3), 0);
+        l.release(5);
+        assert_eq!(Limit::new(100_000).batch(), 32);
+        assert_eq!(Limit::new(100).batch(), 1);
+    }
 
     #[test]
     fn never_hands_out_more_than_the_cap() {

@@ -3,16 +3,14 @@
 
 use crate::error::FatalError;
 use crate::execute::{Finish, HandlerRuntime};
+use crate::lanes::{LaneId, Lanes};
 use crate::limit::Limit;
 use crate::message::KeyDisplay;
-use crate::policy::Ordering;
 use crate::tracker::OffsetTracker;
 use crate::{Error, Message};
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
-use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
@@ -91,14 +89,14 @@ pub(crate) fn spawn(
     let worker = Worker {
         topic,
         partition,
-        ordering: cx.handler.spec.policy.ordering_mode(),
+        lanes: Lanes::new(cx.handler.spec.policy.ordering_mode()),
         cx,
         shared: shared.clone(),
         tracker: OffsetTracker::default(),
-        lanes: FxHashMap::default(),
         ready: VecDeque::new(),
         halted: false,
         unbuffered: 0,
+        spare: 0,
     };
     rt.spawn(worker.run(rx, stop.clone(), exit_tx));
     PartitionHandle {
@@ -127,62 +125,61 @@ type Running = FuturesUnordered<BoxFuture<'static, (Message, Finish)>>;
 struct Worker {
     topic: Arc<str>,
     partition: i32,
-    ordering: Ordering,
     cx: WorkerContext,
     shared: Arc<PartitionShared>,
     tracker: OffsetTracker,
-    /// Per ordering lane (key, or one lane for the partition), the records
-    /// waiting behind the one that is ready or running. A lane exists while
-    /// one of its records is ready or running.
-    lanes: FxHashMap<Option<Bytes>, VecDeque<Message>>,
+    /// Which keys (or the whole partition) have a record ready or running,
+    /// and the records waiting behind it.
+    lanes: Lanes,
     /// Records free to start once permits allow, in arrival order.
     ready: VecDeque<Message>,
     /// A fatal error was seen: start nothing more.
     halted: bool,
     /// Records finished or dropped since `buffered` was last updated.
     unbuffered: usize,
+    /// Global slots this worker holds and is not using: taken and given
+    /// back in small batches, so the shared counter is not touched per
+    /// record. Given back whenever the worker waits.
+    spare: usize,
 }
 
 impl Worker {
-    fn lane_of(&self, msg: &Message) -> Option<Option<Bytes>> {
-        match self.ordering {
-            Ordering::Key => Some(msg.key_bytes().cloned()),
-            Ordering::Partition => Some(None),
-            Ordering::Unordered => None,
-        }
-    }
-
-    fn enqueue(&mut self, batch: Vec<Message>) {
+    /// Tracks the records of a batch and starts those that may start: a
+    /// record whose lane is free and for which a slot is free runs at once.
+    fn enqueue(&mut self, batch: Vec<Message>, running: &mut Running) {
         for msg in batch {
             if !self.tracker.track(msg.offset()) {
                 self.unbuffered += 1;
                 continue;
             }
-            match self.lane_of(&msg) {
-                None => self.ready.push_back(msg),
-                Some(lane) => match self.lanes.get_mut(&lane) {
-                    Some(waiting) => waiting.push_back(msg),
-                    None => {
-                        self.lanes.insert(lane, VecDeque::new());
-                        self.ready.push_back(msg);
-                    }
-                },
+            let Some(msg) = self.lanes.admit(msg) else {
+                continue;
+            };
+            if !self.halted && self.ready.is_empty() && self.try_slots() {
+                self.run_record(msg, running, false);
+            } else {
+                let id = self.lanes.id(&msg);
+                self.lanes.open(id);
+                self.ready.push_back(msg);
             }
         }
     }
 
     /// Takes an in-flight slot from the global cap and the handler's cap.
-    fn try_slots(&self) -> bool {
-        if !self.cx.global.try_acquire() {
-            return false;
-        }
-        match &self.cx.handler.concurrency {
-            Some(h) if !h.try_acquire() => {
-                self.cx.global.release(1);
-                false
+    fn try_slots(&mut self) -> bool {
+        if self.spare == 0 {
+            match self.cx.global.try_acquire_up_to(self.cx.global.batch()) {
+                0 => return false,
+                n => self.spare = n,
             }
-            _ => true,
         }
+        if let Some(h) = &self.cx.handler.concurrency {
+            if !h.try_acquire() {
+                return false;
+            }
+        }
+        self.spare -= 1;
+        true
     }
 
     fn wait_slots(&self) -> BoxFuture<'static, ()> {
@@ -200,21 +197,41 @@ impl Worker {
         })
     }
 
-    fn release_slots(&self, n: usize) {
-        self.cx.global.release(n);
+    fn release_slots(&mut self, n: usize) {
+        self.spare += n;
+        let keep = self.cx.global.batch();
+        if self.spare > keep {
+            self.cx.global.release(self.spare - keep);
+            self.spare = keep;
+        }
         if let Some(h) = &self.cx.handler.concurrency {
             h.release(n);
         }
     }
 
-    /// Starts the next ready record. Its future is polled once right away:
-    /// a handler that finishes without waiting (the common case for fast
-    /// handlers) completes here, without a trip through the scheduler.
-    /// The caller holds a slot for it, which `complete` gives back.
+    /// Gives every spare global slot back, before waiting.
+    fn release_spare(&mut self) {
+        self.cx.global.release(std::mem::take(&mut self.spare));
+    }
+
+    /// Starts the next ready record (its lane is open). The caller holds a
+    /// slot for it, which `complete` gives back.
     fn start(&mut self, running: &mut Running) {
-        let Some(msg) = self.ready.pop_front() else {
-            self.release_slots(1);
-            return;
+        match self.ready.pop_front() {
+            Some(msg) => self.run_record(msg, running, true),
+            None => self.release_slots(1),
+        }
+    }
+
+    /// Runs a record holding a slot. Its future is polled once right away:
+    /// a handler that finishes without waiting (the common case for fast
+    /// handlers) completes here, without a trip through the scheduler and
+    /// without ever opening its lane.
+    fn run_record(&mut self, msg: Message, running: &mut Running, lane_open: bool) {
+        let lane = if lane_open {
+            LaneId::None
+        } else {
+            self.lanes.id(&msg)
         };
         let handler = self.cx.handler.clone();
         let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
@@ -222,12 +239,23 @@ impl Worker {
             (msg, finish)
         });
         match (&mut record).now_or_never() {
-            Some((msg, finish)) => self.complete(msg, finish),
-            None => running.push(record),
+            Some((msg, finish)) => {
+                if !lane_open && matches!(finish, Finish::Fatal(_)) {
+                    self.lanes.open(lane);
+                    self.complete(msg, finish, true);
+                } else {
+                    self.complete(msg, finish, lane_open);
+                }
+            }
+            None => {
+                self.lanes.open(lane);
+                running.push(record);
+            }
         }
     }
 
-    fn complete(&mut self, msg: Message, finish: Finish) {
+    /// A record finished; `lane_open` says whether its lane was opened.
+    fn complete(&mut self, msg: Message, finish: Finish, lane_open: bool) {
         self.release_slots(1);
         match finish {
             Finish::Done => {
@@ -235,12 +263,9 @@ impl Worker {
                 if let Some(next) = self.tracker.finish(msg.offset()) {
                     self.shared.committable.store(next, AtomicOrdering::Release);
                 }
-                if let Some(lane) = self.lane_of(&msg) {
-                    match self.lanes.get_mut(&lane).and_then(VecDeque::pop_front) {
-                        Some(next) => self.ready.push_back(next),
-                        None => {
-                            self.lanes.remove(&lane);
-                        }
+                if lane_open {
+                    if let Some(next) = self.lanes.release(&msg) {
+                        self.ready.push_back(next);
                     }
                 }
             }
@@ -265,12 +290,9 @@ impl Worker {
     /// Drops every record not yet started; they stay unfinished in the
     /// tracker, so nothing after them is committed.
     fn drop_queued(&mut self) {
-        let dropped = self.ready.len() + self.lanes.values().map(VecDeque::len).sum::<usize>();
+        let dropped = self.ready.len() + self.lanes.clear();
         self.ready.clear();
-        self.lanes.clear();
-        self.shared
-            .buffered
-            .fetch_sub(dropped, AtomicOrdering::Relaxed);
+        self.unbuffered += dropped;
     }
 
     async fn run(
@@ -301,6 +323,7 @@ impl Worker {
             if stopping && running.is_empty() {
                 break;
             }
+            self.release_spare();
             tokio::select! {
                 biased;
                 () = stop.cancelled(), if !stopping => {
@@ -309,7 +332,7 @@ impl Worker {
                     self.drop_queued();
                     drain.as_mut().reset(tokio::time::Instant::now() + self.cx.drain_timeout);
                 }
-                Some((msg, finish)) = running.next(), if !running.is_empty() => self.complete(msg, finish),
+                Some((msg, finish)) = running.next(), if !running.is_empty() => self.complete(msg, finish, true),
                 () = async { match waiting.as_mut() { Some(w) => w.await, None => std::future::pending().await } }, if waiting.is_some() => {
                     waiting = None;
                     if !self.halted && !stopping {
@@ -319,7 +342,7 @@ impl Worker {
                     }
                 }
                 batch = records.recv(), if !stopping => match batch {
-                    Some(batch) => self.enqueue(batch),
+                    Some(batch) => self.enqueue(batch, &mut running),
                     None => {
                         stopping = true;
                         self.drop_queued();
