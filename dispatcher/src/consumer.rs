@@ -381,7 +381,7 @@ pub(crate) fn poll_loop(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let ctx = consumer.context().clone();
-    let mut converter = Converter::new();
+    let mut converter = Converter::new(ctx.options.handlers.len() == 1);
     let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(ctx.options.poll_batch);
     let mut last_maintain = Instant::now();
     let mut last_position_check = Instant::now();

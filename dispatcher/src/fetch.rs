@@ -11,33 +11,22 @@ use std::sync::Arc;
 /// that stays unfinished keeps at most this much memory alive with it.
 const ARENA_BYTES: usize = 32 * 1024;
 
-/// Converts fetched messages, reusing topic names and the empty header list.
+/// Converts fetched messages.
 pub(crate) struct Converter {
-    topics: Vec<Arc<str>>,
-    no_headers: Arc<[Header]>,
+    /// The group consumes one topic: runs differ by partition only, and
+    /// topic names need not be compared per record.
+    single_topic: bool,
 }
 
 impl Converter {
-    pub(crate) fn new() -> Self {
-        Converter {
-            topics: Vec::new(),
-            no_headers: Arc::from(Vec::new()),
-        }
-    }
-
-    fn topic(&mut self, name: &str) -> Arc<str> {
-        if let Some(t) = self.topics.iter().find(|t| &***t == name) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(name);
-        self.topics.push(t.clone());
-        t
+    pub(crate) fn new(single_topic: bool) -> Self {
+        Converter { single_topic }
     }
 
     /// Splits `batch` into runs of consecutive records of one partition and
     /// calls `each` with the topic, partition and converted records.
     pub(crate) fn for_each_run(
-        &mut self,
+        &self,
         batch: &[BorrowedMessage<'_>],
         mut each: impl FnMut(Arc<str>, i32, Vec<Message>),
     ) {
@@ -47,11 +36,13 @@ impl Converter {
             let mut end = start + 1;
             while end < batch.len()
                 && batch[end].partition() == partition
-                && batch[end].topic() == name
+                && (self.single_topic || batch[end].topic() == name)
             {
                 end += 1;
             }
-            let topic = self.topic(name);
+            // A name per run, not one shared by every record of the topic:
+            // its reference count is touched only by the partition's worker.
+            let topic: Arc<str> = Arc::from(name);
             let records = self.convert(&topic, &batch[start..end]);
             each(topic, partition, records);
             start = end;
@@ -79,27 +70,20 @@ impl Converter {
                 buf.extend_from_slice(m.key().unwrap_or_default());
                 buf.extend_from_slice(m.payload().unwrap_or_default());
             }
-            let buf: Bytes = buf.freeze();
-            let mut at = 0;
             for m in &run[chunk_start..chunk_end] {
-                let mut take = |part: Option<&[u8]>| {
-                    part.map(|p| {
-                        let b = buf.slice(at..at + p.len());
-                        at += p.len();
-                        b
-                    })
-                };
+                let mut take = |part: Option<&[u8]>| part.map(|p| buf.split_to(p.len()).freeze());
                 let key = take(m.key());
                 let payload = take(m.payload());
                 let headers = match m.headers() {
-                    Some(h) if h.count() > 0 => h
-                        .iter()
-                        .map(|h| Header {
-                            name: h.key.to_owned(),
-                            value: h.value.map(Bytes::copy_from_slice),
-                        })
-                        .collect(),
-                    _ => self.no_headers.clone(),
+                    Some(h) if h.count() > 0 => Some(
+                        h.iter()
+                            .map(|h| Header {
+                                name: h.key.to_owned(),
+                                value: h.value.map(Bytes::copy_from_slice),
+                            })
+                            .collect(),
+                    ),
+                    _ => None,
                 };
                 out.push(Message {
                     topic: topic.clone(),

@@ -15,7 +15,9 @@ pub struct Message {
     pub(crate) offset: i64,
     pub(crate) key: Option<Bytes>,
     pub(crate) payload: Option<Bytes>,
-    pub(crate) headers: Arc<[Header]>,
+    /// `None` when the record has no headers (no shared empty list whose
+    /// reference count every record would touch).
+    pub(crate) headers: Option<Arc<[Header]>>,
     pub(crate) timestamp: Option<i64>,
 }
 
@@ -45,7 +47,7 @@ impl Message {
             offset,
             key: None,
             payload: None,
-            headers: Arc::from(Vec::new()),
+            headers: None,
             timestamp: None,
         }
     }
@@ -67,12 +69,12 @@ impl Message {
     /// Adds a header.
     #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        let mut headers = self.headers.to_vec();
+        let mut headers = self.headers().to_vec();
         headers.push(Header {
             name: name.into(),
             value: Some(value.into()),
         });
-        self.headers = Arc::from(headers);
+        self.headers = Some(Arc::from(headers));
         self
     }
 
@@ -120,12 +122,12 @@ impl Message {
 
     /// All headers, in the order the producer wrote them.
     pub fn headers(&self) -> &[Header] {
-        &self.headers
+        self.headers.as_deref().unwrap_or_default()
     }
 
     /// The value of the last header called `name`, if any.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
+        self.headers()
             .iter()
             .rev()
             .find(|h| h.name == name)
@@ -170,7 +172,7 @@ impl fmt::Debug for Message {
             .field("offset", &self.offset)
             .field("key", &format_args!("{}", KeyDisplay(self.key())))
             .field("payload_len", &self.payload.as_ref().map(Bytes::len))
-            .field("headers", &self.headers.len())
+            .field("headers", &self.headers().len())
             .field("timestamp", &self.timestamp)
             .finish()
     }
