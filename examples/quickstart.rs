@@ -79,6 +79,8 @@ async fn on_audit(event: &[u8]) -> Result<(), std::io::Error> {
 #[derive(Default)]
 struct Tally {
     by_topic: BTreeMap<String, Counts>,
+    /// Dead letters by topic and reason.
+    dead_letters: BTreeMap<(String, String), usize>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -96,7 +98,18 @@ impl Tally {
         match &e.outcome {
             Outcome::Handled { .. } => c.handled += 1,
             Outcome::Retrying { .. } => c.retries += 1,
-            Outcome::DeadLettered { .. } => c.dead_lettered += 1,
+            Outcome::DeadLettered {
+                reason,
+                dead_letter_topic,
+                ..
+            } => {
+                c.dead_lettered += 1;
+                let why = reason.split(':').next().unwrap_or_default().to_owned();
+                *self
+                    .dead_letters
+                    .entry((dead_letter_topic.clone(), why))
+                    .or_default() += 1;
+            }
             Outcome::Fatal { .. } => c.fatal += 1,
             _ => {}
         }
@@ -144,7 +157,11 @@ fn samples() -> Vec<(&'static str, String, String)> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dispatcher=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let t = tally.clone();
@@ -200,10 +217,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let finished = tally.finished();
     println!();
+    for ((topic, why), n) in &tally.dead_letters {
+        println!("dead letters in {topic}: {n} {why}");
+    }
     println!(
-        "Dead letters keep the original key, payload and headers, plus dlt.* headers saying why"
+        "Dead letters keep the original key, payload and headers, plus dlt.* headers saying why."
     );
-    println!("(see orders.DLT). Offsets were committed only after each record finished.");
+    println!("Offsets were committed only after each record finished.");
     if finished < total {
         return Err(format!("only {finished} of {total} records finished within 50 s").into());
     }
