@@ -15,6 +15,11 @@ pub const ENV_CLIENT_ID: &str = "KAFKA_CLIENT_ID";
 /// `DISPATCHER_RDKAFKA_SECURITY_PROTOCOL=SSL` sets `security.protocol`.
 pub const ENV_RDKAFKA_PREFIX: &str = "DISPATCHER_RDKAFKA_";
 
+/// Environment variable with per-handler concurrency limits, overriding the
+/// attribute's `concurrency`: `on_order=8,billing::on_refund=2` (a function
+/// name or its `module::name`).
+pub const ENV_HANDLER_CONCURRENCY: &str = "DISPATCHER_HANDLER_CONCURRENCY";
+
 /// A value and where it came from, so errors can name the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sourced<T> {
@@ -45,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) drain_timeout: Duration,
     pub(crate) embedded_partitions: i32,
     pub(crate) poll_batch: usize,
+    /// Per-handler concurrency limits by handler name, with their origin.
+    pub(crate) handler_concurrency: Vec<(String, usize, String)>,
 }
 
 /// The numeric settings, with their names for the environment
@@ -100,6 +107,8 @@ pub(crate) struct RawConfig {
     pub(crate) client_id: Option<Sourced<String>>,
     pub(crate) rdkafka: BTreeMap<String, Sourced<String>>,
     pub(crate) knobs: BTreeMap<&'static str, Sourced<String>>,
+    /// `name=n` entries, each with its origin.
+    pub(crate) handler_concurrency: Vec<Sourced<String>>,
 }
 
 impl RawConfig {
@@ -112,6 +121,12 @@ impl RawConfig {
                 ENV_BROKERS => raw.brokers = Some(Sourced::new(value, origin)),
                 ENV_GROUP_ID => raw.group_id = Some(Sourced::new(value, origin)),
                 ENV_CLIENT_ID => raw.client_id = Some(Sourced::new(value, origin)),
+                ENV_HANDLER_CONCURRENCY => raw.handler_concurrency.extend(
+                    value
+                        .split(',')
+                        .filter(|e| !e.trim().is_empty())
+                        .map(|e| Sourced::new(e.trim().to_owned(), origin.clone())),
+                ),
                 _ => {
                     if let Some(prop) = name.strip_prefix(ENV_RDKAFKA_PREFIX) {
                         let key = prop.to_ascii_lowercase().replace('_', ".");
@@ -139,7 +154,15 @@ impl RawConfig {
         }
         self.rdkafka.extend(over.rdkafka);
         self.knobs.extend(over.knobs);
+        // Later entries win: the builder's come after the environment's.
+        self.handler_concurrency.extend(over.handler_concurrency);
         self
+    }
+
+    pub(crate) fn set_handler_concurrency(&mut self, handler: &str, limit: usize) {
+        let origin = format!("Dispatcher::builder().handler_concurrency({handler:?}, ..)");
+        self.handler_concurrency
+            .push(Sourced::new(format!("{handler}={limit}"), origin));
     }
 
     pub(crate) fn set_knob(&mut self, knob: Knob, value: u64) {
@@ -229,7 +252,34 @@ impl RawConfig {
             }
         };
         let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let mut handler_concurrency = Vec::new();
+        for entry in &self.handler_concurrency {
+            let parsed = entry
+                .value
+                .split_once('=')
+                .and_then(|(name, n)| {
+                    Some((
+                        name.trim(),
+                        n.trim().parse::<usize>().ok().filter(|n| *n > 0)?,
+                    ))
+                })
+                .filter(|(name, _)| !name.is_empty());
+            match parsed {
+                Some((name, n)) => {
+                    handler_concurrency.push((name.to_owned(), n, entry.origin.clone()))
+                }
+                None => {
+                    return Err(Error::config(
+                        ENV_HANDLER_CONCURRENCY,
+                        &entry.value,
+                        &entry.origin,
+                        "expected handler=limit with a limit of at least 1, e.g. on_order=8",
+                    ))
+                }
+            }
+        }
         Ok(Settings {
+            handler_concurrency,
             brokers,
             group_id,
             client_id,
@@ -342,6 +392,37 @@ mod tests {
         raw.set_rdkafka("enable.auto.commit".into(), "false".into());
         let err = raw.validate("p").expect_err("reserved");
         assert!(err.to_string().contains("kafka_property"), "{err}");
+    }
+
+    #[test]
+    fn handler_concurrency_entries() {
+        let mut over = RawConfig::default();
+        over.set_handler_concurrency("on_refund", 2);
+        let s = env(&[(
+            "DISPATCHER_HANDLER_CONCURRENCY",
+            "on_order=8, billing::on_refund=3",
+        )])
+        .merge(over)
+        .validate("p")
+        .expect("valid");
+        let got: Vec<(&str, usize)> = s
+            .handler_concurrency
+            .iter()
+            .map(|(n, l, _)| (n.as_str(), *l))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("on_order", 8), ("billing::on_refund", 3), ("on_refund", 2)]
+        );
+        for bad in ["on_order", "on_order=0", "=3", "on_order=many"] {
+            let err = env(&[("DISPATCHER_HANDLER_CONCURRENCY", bad)])
+                .validate("p")
+                .expect_err(bad);
+            assert!(
+                err.to_string().contains("DISPATCHER_HANDLER_CONCURRENCY"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

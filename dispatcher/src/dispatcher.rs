@@ -140,6 +140,14 @@ impl DispatcherBuilder {
         self
     }
 
+    /// At most `limit` records of the handler `name` (its function name or
+    /// `module::name`) run at once, overriding the attribute's `concurrency`
+    /// (env `DISPATCHER_HANDLER_CONCURRENCY=name=limit,...`).
+    pub fn handler_concurrency(mut self, name: &str, limit: usize) -> Self {
+        self.raw.set_handler_concurrency(name, limit);
+        self
+    }
+
     /// Partitions of each topic created on the embedded broker (env
     /// `DISPATCHER_EMBEDDED_PARTITIONS`; default 4).
     pub fn embedded_partitions(mut self, n: i32) -> Self {
@@ -250,6 +258,28 @@ impl DispatcherBuilder {
             self.raw
         };
         let settings = raw.validate(&config::program_name())?;
+        for (name, limit, origin) in &settings.handler_concurrency {
+            let mut found = false;
+            for h in handlers
+                .iter_mut()
+                .filter(|h| h.name == name || h.qualified_name() == *name)
+            {
+                h.policy = h.policy.concurrency(*limit);
+                found = true;
+            }
+            if !found {
+                let known: Vec<String> = handlers.iter().map(HandlerSpec::qualified_name).collect();
+                return Err(Error::config(
+                    config::ENV_HANDLER_CONCURRENCY,
+                    &format!("{name}={limit}"),
+                    origin,
+                    format!(
+                        "no handler is called {name:?}; the handlers are {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
         // One handler per topic per group.
         let mut groups: BTreeMap<String, Vec<HandlerSpec>> = BTreeMap::new();
         for h in handlers {

@@ -26,7 +26,9 @@ mod tracker;
 pub mod __private;
 
 pub use broker::EmbeddedBroker;
-pub use config::{ENV_BROKERS, ENV_CLIENT_ID, ENV_GROUP_ID, ENV_RDKAFKA_PREFIX};
+pub use config::{
+    ENV_BROKERS, ENV_CLIENT_ID, ENV_GROUP_ID, ENV_HANDLER_CONCURRENCY, ENV_RDKAFKA_PREFIX,
+};
 pub use dead_letter::{headers as dead_letter_headers, DeadLetter, DeadLetterSink, SinkError};
 pub use dispatcher::{run, Dispatcher, DispatcherBuilder, ShutdownHandle};
 pub use dispatcher_macros::kafka_handler;

@@ -350,6 +350,33 @@ impl TestKit {
             .map_err(|e| Error::Runtime(e.to_string()))?
     }
 
+    /// Waits until the group's committed offset of every non-empty partition
+    /// of `topic` equals its end offset (read once, now), and returns the
+    /// committed offsets; fails after `timeout` with both in the error.
+    pub async fn wait_committed_to_end(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, i64>> {
+        let ends = self.end_offsets(topic).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let committed = self.committed_offsets(topic).await?;
+            if ends
+                .iter()
+                .all(|(p, end)| *end == 0 || committed.get(p) == Some(end))
+            {
+                return Ok(committed);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Runtime(format!(
+                    "timed out after {timeout:?}: committed offsets {committed:?} of {topic} never reached the end offsets {ends:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Asks the dispatcher to stop and waits for `run()` to return.
     pub async fn shutdown(mut self) -> Result<()> {
         self.shutdown.shutdown();

@@ -67,22 +67,9 @@ async fn gated_keyed(msg: &Message) -> Result<(), std::io::Error> {
 }
 
 async fn wait_committed_to_end(kit: &TestKit, topic: &str) {
-    let ends = kit.end_offsets(topic).await.expect("end offsets");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let committed = kit.committed_offsets(topic).await.expect("committed");
-        if ends
-            .iter()
-            .all(|(p, e)| *e == 0 || committed.get(p) == Some(e))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "committed {committed:?} never reached the ends {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kit.wait_committed_to_end(topic, Duration::from_secs(30))
+        .await
+        .expect("commits reach the end");
 }
 
 fn assert_exactly_once(seen: &[i64], published: &[i64]) {

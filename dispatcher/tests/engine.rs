@@ -59,25 +59,9 @@ async fn each_record_handled_once_and_committed_to_the_end() {
     })
     .await
     .expect("handled");
-    let ends = kit.end_offsets("engine-once").await.expect("ends");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let committed = kit
-            .committed_offsets("engine-once")
-            .await
-            .expect("committed");
-        let done = ends
-            .iter()
-            .all(|(p, end)| *end == 0 || committed.get(p) == Some(end));
-        if done {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "committed {committed:?} never reached ends {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kit.wait_committed_to_end("engine-once", Duration::from_secs(30))
+        .await
+        .expect("commits reach the end");
     let seen = SEEN.lock().expect("lock").clone();
     let mut counts: HashMap<(i32, i64), usize> = HashMap::new();
     for s in &seen {

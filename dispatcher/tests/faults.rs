@@ -72,21 +72,8 @@ async fn failed_commits_are_retried_and_catch_up_with_the_end() {
         counts.iter().filter(|(_, c)| **c > 1).collect::<Vec<_>>()
     );
 
-    let ends = kit.end_offsets(TOPIC).await.expect("end offsets");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let committed = kit.committed_offsets(TOPIC).await.expect("committed");
-        if ends
-            .iter()
-            .all(|(p, e)| *e == 0 || committed.get(p) == Some(e))
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "committed {committed:?} never caught up with the ends {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kit.wait_committed_to_end(TOPIC, Duration::from_secs(60))
+        .await
+        .expect("commits catch up with the ends");
     kit.shutdown().await.expect("clean shutdown");
 }

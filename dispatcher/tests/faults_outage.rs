@@ -97,22 +97,9 @@ async fn a_broker_outage_mid_stream_loses_nothing() {
     .expect("nothing lost");
     assert_eq!(seen(), published, "no records other than the published");
 
-    let ends = kit.end_offsets(TOPIC).await.expect("end offsets");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let committed = kit.committed_offsets(TOPIC).await.expect("committed");
-        if ends
-            .iter()
-            .all(|(p, e)| *e == 0 || committed.get(p) == Some(e))
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "committed {committed:?} never caught up with the ends {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kit.wait_committed_to_end(TOPIC, Duration::from_secs(60))
+        .await
+        .expect("commits catch up with the ends");
     let duplicates = SEEN.lock().expect("seen lock").len() - published.len();
     eprintln!(
         "outage began after {handled_before} handled and {published_before} of {RECORDS} published; \

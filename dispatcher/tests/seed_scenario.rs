@@ -206,17 +206,10 @@ async fn seed_scenario_outcomes_retries_fatal_stop_and_redelivery() {
             outcomes.get(&(0, offset))
         );
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let committed = kit.committed_offsets(TOPIC).await.expect("committed");
-        if committed.get(&0) == Some(&20) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "committed {committed:?} never reached 20"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let committed = kit
+        .wait_committed_to_end(TOPIC, Duration::from_secs(30))
+        .await
+        .expect("commits reach the end");
+    assert_eq!(committed.get(&0), Some(&20));
     kit.shutdown().await.expect("clean shutdown");
 }

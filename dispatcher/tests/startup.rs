@@ -174,11 +174,17 @@ fn invalid_configuration_names_the_key_and_origin() {
         "sneaky",
     );
     expect_config_error(|b| b.group_id(""), "KAFKA_GROUP_ID", "");
-    // And a valid set builds.
+    expect_config_error(
+        |b| b.handler_concurrency("no_such_handler", 4),
+        "DISPATCHER_HANDLER_CONCURRENCY",
+        "no_such_handler=4",
+    );
+    // And a valid set builds, with the handler's limit set by configuration.
     builder()
         .topics(["it-startup-one"])
         .brokers("127.0.0.1:9")
         .max_in_flight(1)
+        .handler_concurrency("only_one", 3)
         .build()
         .expect("valid configuration");
 }
