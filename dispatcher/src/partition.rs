@@ -355,11 +355,116 @@ impl Worker {
                 }
             }
         }
+        // Records abandoned after the drain timeout give their slots back,
+        // and so do the spare ones: the global cap must not shrink with
+        // every rebalance.
+        self.release_slots(running.len());
+        drop(running);
+        self.release_spare();
         tracing::debug!(
             topic = &*self.topic,
             partition = self.partition,
             committable = self.tracker.committable(),
             "partition worker stopped"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
+    use crate::{Handler, HandlerFuture, HandlerSpec, Policy};
+
+    /// Finishes records at once, except those with key "slow", which wait
+    /// (almost) forever.
+    struct Mixed;
+    impl Handler for Mixed {
+        fn call<'a>(&'a self, msg: &'a Message) -> HandlerFuture<'a> {
+            Box::pin(async move {
+                if msg.key() == Some(&b"slow"[..]) {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok(())
+            })
+        }
+    }
+    static MIXED: Mixed = Mixed;
+
+    struct NoSink;
+    impl DeadLetterSink for NoSink {
+        fn publish<'a>(
+            &'a self,
+            _: &'a Message,
+            _: &'a DeadLetter<'a>,
+        ) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn worker_context(global: Arc<Limit>) -> WorkerContext {
+        let spec = HandlerSpec {
+            name: "mixed",
+            module_path: "tests",
+            file: file!(),
+            line: line!(),
+            topics: &["t"],
+            group: None,
+            policy: Policy::DEFAULT.concurrency(4),
+            handler: &MIXED,
+        };
+        WorkerContext {
+            handler: Arc::new(HandlerRuntime {
+                spec,
+                name: Arc::from("tests::mixed"),
+                concurrency: Some(Arc::new(Limit::new(4))),
+                listeners: Arc::from(Vec::new()),
+                dead_letters: Arc::new(NoSink),
+                group: Arc::from("g"),
+            }),
+            global,
+            fatal: Arc::new(FatalSlot::default()),
+            drain_timeout: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_worker_gives_every_slot_back() {
+        let global = Arc::new(Limit::new(100_000));
+        let cx = worker_context(global.clone());
+        let handler_limit = cx.handler.concurrency.clone().expect("set");
+        let handle = spawn(&tokio::runtime::Handle::current(), Arc::from("t"), 0, cx);
+        let mut batch: Vec<Message> = (0..500)
+            .map(|o| Message::new("t", 0, o).with_key(format!("k{}", o % 7)))
+            .collect();
+        batch.push(Message::new("t", 0, 500).with_key("slow"));
+        batch.push(Message::new("t", 0, 501).with_key("slow"));
+        handle
+            .shared
+            .buffered
+            .fetch_add(batch.len(), AtomicOrdering::Relaxed);
+        handle.records.send(batch).expect("worker is running");
+        // Wait (bounded) until everything but the slow key finished.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while handle.shared.committable.load(AtomicOrdering::Acquire) != 500 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "records did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(global.used() >= 1, "the slow record holds a slot");
+        handle.stop.cancel();
+        let exited = tokio::task::spawn_blocking(move || {
+            handle.exited.recv_timeout(Duration::from_secs(30))
+        })
+        .await
+        .expect("join");
+        assert!(
+            matches!(exited, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)),
+            "the worker exited"
+        );
+        assert_eq!(global.used(), 0, "global slots leaked");
+        assert_eq!(handler_limit.used(), 0, "handler slots leaked");
     }
 }
