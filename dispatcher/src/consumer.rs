@@ -105,11 +105,24 @@ impl GroupContext {
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), h) in &handles {
-            let next = h.shared.committable.load(AtomicOrdering::Acquire);
+            // What was stored may be ahead of the watermark (an idle
+            // partition stores its position): never commit backwards.
+            let next = h
+                .shared
+                .committable
+                .load(AtomicOrdering::Acquire)
+                .max(h.stored);
             if next >= 0 {
                 if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(next)) {
                     tracing::error!(topic = &**topic, partition, error = %e, "cannot build the commit list");
                 }
+            }
+        }
+        // Store them too: librdkafka's own commit on unassign (auto-commit)
+        // commits the stored offsets, which must not be older than ours.
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %e, "cannot store the final offsets");
             }
         }
         let committed = tpl.count() == 0 || commit_sync(consumer, &tpl, why);
