@@ -447,10 +447,16 @@ impl Dispatcher {
             let token = self.shutdown.clone();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
             let name = format!("poll-{group}");
+            let (group_name, failed) = (group.clone(), fatal.clone());
             let spawned = std::thread::Builder::new()
                 .name(name.chars().take(15).collect())
                 .spawn(move || {
-                    consumer::poll_loop(consumer, token);
+                    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| consumer::poll_loop(consumer, token)));
+                    if polled.is_err() {
+                        // Stop everything: nothing is committed past what
+                        // was finished, and run() says what happened.
+                        failed.report(Error::Runtime(format!("the poll thread of consumer group {group_name:?} panicked; see the log")));
+                    }
                     let _ = done_tx.send(());
                 });
             match spawned {
