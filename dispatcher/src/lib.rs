@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 
 mod broker;
+mod builder;
 mod config;
 mod consumer;
 mod dead_letter;
@@ -26,11 +27,12 @@ mod tracker;
 pub mod __private;
 
 pub use broker::EmbeddedBroker;
+pub use builder::DispatcherBuilder;
 pub use config::{
     ENV_BROKERS, ENV_CLIENT_ID, ENV_GROUP_ID, ENV_HANDLER_CONCURRENCY, ENV_RDKAFKA_PREFIX,
 };
 pub use dead_letter::{headers as dead_letter_headers, DeadLetter, DeadLetterSink, SinkError};
-pub use dispatcher::{run, Dispatcher, DispatcherBuilder, ShutdownHandle};
+pub use dispatcher::{run, Dispatcher, ShutdownHandle};
 pub use dispatcher_macros::kafka_handler;
 pub use error::{Error, FatalError, Result};
 pub use event::{EventListener, Outcome, RecordEvent};

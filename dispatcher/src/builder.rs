@@ -1,0 +1,309 @@
+//! Configuring a dispatcher: handlers, settings, listeners, the broker.
+
+use crate::broker::EmbeddedBroker;
+use crate::config::{self, Field, Knob, RawConfig};
+use crate::dead_letter::DeadLetterSink;
+use crate::dispatcher::Dispatcher;
+use crate::error::{Error, Result};
+use crate::event::{EventListener, RecordEvent};
+use crate::HandlerSpec;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Keeps a handler when it returns true.
+pub(crate) type HandlerFilter = Box<dyn Fn(&HandlerSpec) -> bool + Send + Sync>;
+
+/// Configures a [`Dispatcher`]. Settings given here win over the
+/// environment.
+///
+/// ```no_run
+/// # async fn demo() -> dispatcher::Result<()> {
+/// let dispatcher = dispatcher::Dispatcher::builder()
+///     .brokers("kafka-1:9092,kafka-2:9092")
+///     .group_id("billing")
+///     .kafka_property("security.protocol", "SSL")
+///     .max_in_flight(512)
+///     .build()?;
+/// dispatcher.run().await
+/// # }
+/// ```
+#[must_use]
+pub struct DispatcherBuilder {
+    pub(crate) raw: RawConfig,
+    pub(crate) read_env: bool,
+    pub(crate) registered: bool,
+    pub(crate) extra: Vec<HandlerSpec>,
+    pub(crate) filters: Vec<(String, HandlerFilter)>,
+    pub(crate) listeners: Vec<EventListener>,
+    pub(crate) signals: bool,
+    pub(crate) broker: Option<Arc<EmbeddedBroker>>,
+    pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+}
+
+impl std::fmt::Debug for DispatcherBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatcherBuilder")
+            .field("raw", &self.raw)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DispatcherBuilder {
+    /// Bootstrap servers, e.g. `broker1:9092,broker2:9092` (env `KAFKA_BROKERS`).
+    pub fn brokers(mut self, servers: impl Into<String>) -> Self {
+        self.raw.set(Field::Brokers, servers.into());
+        self
+    }
+
+    /// The consumer group (env `KAFKA_GROUP_ID`; default: the program name).
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.raw.set(Field::GroupId, group.into());
+        self
+    }
+
+    /// The client id (env `KAFKA_CLIENT_ID`; default: the program name).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.raw.set(Field::ClientId, id.into());
+        self
+    }
+
+    /// Any librdkafka property, passed to the consumers and the producer
+    /// (env `DISPATCHER_RDKAFKA_<NAME>`, dots written as underscores).
+    pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.raw.set_rdkafka(key.into(), value.into());
+        self
+    }
+
+    /// At most this many records run at once in the process (env
+    /// `DISPATCHER_MAX_IN_FLIGHT`; default 10 000).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.raw.set_knob(Knob::MaxInFlight, n as u64);
+        self
+    }
+
+    /// Records buffered per partition before its fetching pauses (env
+    /// `DISPATCHER_PARTITION_BUFFER`; default 5 000).
+    pub fn partition_buffer(mut self, n: usize) -> Self {
+        self.raw.set_knob(Knob::PartitionBuffer, n as u64);
+        self
+    }
+
+    /// How often finished offsets are committed (env
+    /// `DISPATCHER_COMMIT_INTERVAL_MS`; default 1 s).
+    pub fn commit_interval(mut self, every: Duration) -> Self {
+        self.raw
+            .set_knob(Knob::CommitIntervalMs, every.as_millis() as u64);
+        self
+    }
+
+    /// How long in-flight records may run on revoke and shutdown (env
+    /// `DISPATCHER_DRAIN_TIMEOUT_MS`; default 10 s).
+    pub fn drain_timeout(mut self, limit: Duration) -> Self {
+        self.raw
+            .set_knob(Knob::DrainTimeoutMs, limit.as_millis() as u64);
+        self
+    }
+
+    /// At most `limit` records of the handler `name` (its function name or
+    /// `module::name`) run at once, overriding the attribute's `concurrency`
+    /// (env `DISPATCHER_HANDLER_CONCURRENCY=name=limit,...`).
+    pub fn handler_concurrency(mut self, name: &str, limit: usize) -> Self {
+        self.raw.set_handler_concurrency(name, limit);
+        self
+    }
+
+    /// Partitions of each topic created on the embedded broker (env
+    /// `DISPATCHER_EMBEDDED_PARTITIONS`; default 4).
+    pub fn embedded_partitions(mut self, n: i32) -> Self {
+        self.raw
+            .set_knob(Knob::EmbeddedPartitions, u64::try_from(n).unwrap_or(0));
+        self
+    }
+
+    /// Ignore the environment; use only what the builder sets.
+    pub fn ignore_environment(mut self) -> Self {
+        self.read_env = false;
+        self
+    }
+
+    /// Leave out the `#[kafka_handler]` functions; use only handlers added
+    /// with [`handler`](Self::handler).
+    pub fn without_registered_handlers(mut self) -> Self {
+        self.registered = false;
+        self
+    }
+
+    /// Adds a handler programmatically.
+    pub fn handler(mut self, spec: HandlerSpec) -> Self {
+        self.extra.push(spec);
+        self
+    }
+
+    /// Runs only the handlers consuming one of `topics`.
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        let label = format!("topics({topics:?})");
+        self.filters.push((
+            label,
+            Box::new(move |h| h.topics.iter().any(|t| topics.iter().any(|x| x == t))),
+        ));
+        self
+    }
+
+    /// Runs only the handlers for which `keep` returns true.
+    pub fn handlers_matching(
+        mut self,
+        keep: impl Fn(&HandlerSpec) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.filters
+            .push(("handlers_matching(..)".into(), Box::new(keep)));
+        self
+    }
+
+    /// Calls `listener` for every record event (handled, retrying,
+    /// dead-lettered, fatal). Keep it short: it runs on the handler's task.
+    pub fn on_event(mut self, listener: impl Fn(&RecordEvent) + Send + Sync + 'static) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Whether SIGINT/SIGTERM stop the dispatcher (default true).
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    /// Sends dead letters to `sink` instead of the `<topic>.DLT` Kafka topics.
+    pub fn dead_letter_sink(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Uses this embedded broker instead of starting one, when no brokers
+    /// are configured.
+    pub fn embedded_broker(mut self, broker: Arc<EmbeddedBroker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Validates the handlers and the configuration and, when no brokers are
+    /// configured, starts the embedded broker and creates the topics.
+    pub fn build(self) -> Result<Dispatcher> {
+        let mut handlers: Vec<HandlerSpec> = if self.registered {
+            crate::registered_handlers()
+        } else {
+            Vec::new()
+        };
+        handlers.extend(self.extra);
+        let before = handlers.len();
+        handlers.retain(|h| self.filters.iter().all(|(_, f)| f(h)));
+        if handlers.is_empty() {
+            let filter = if before > 0 {
+                format!(
+                    " (the builder filters {} removed all {before})",
+                    self.filters
+                        .iter()
+                        .map(|(l, _)| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            };
+            return Err(Error::NoHandlers { filter });
+        }
+        let raw = if self.read_env {
+            RawConfig::from_env(std::env::vars()).merge(self.raw)
+        } else {
+            self.raw
+        };
+        let settings = raw.validate(&config::program_name())?;
+        for (name, limit, origin) in &settings.handler_concurrency {
+            let mut found = false;
+            for h in handlers
+                .iter_mut()
+                .filter(|h| h.name == name || h.qualified_name() == *name)
+            {
+                h.policy = h.policy.concurrency(*limit);
+                found = true;
+            }
+            if !found {
+                let known: Vec<String> = handlers.iter().map(HandlerSpec::qualified_name).collect();
+                return Err(Error::config(
+                    config::ENV_HANDLER_CONCURRENCY,
+                    &format!("{name}={limit}"),
+                    origin,
+                    format!(
+                        "no handler is called {name:?}; the handlers are {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        // One handler per topic per group.
+        let mut groups: BTreeMap<String, Vec<HandlerSpec>> = BTreeMap::new();
+        for h in handlers {
+            let group = h
+                .group
+                .map(str::to_owned)
+                .unwrap_or_else(|| settings.group_id.value.clone());
+            groups.entry(group).or_default().push(h);
+        }
+        for (group, specs) in &groups {
+            let mut seen: HashMap<&str, &HandlerSpec> = HashMap::new();
+            for h in specs {
+                for t in h.topics {
+                    if let Some(first) = seen.insert(t, h) {
+                        return Err(Error::DuplicateTopic {
+                            topic: (*t).to_owned(),
+                            group: group.clone(),
+                            first: format!("{} ({})", first.qualified_name(), first.location()),
+                            second: format!("{} ({})", h.qualified_name(), h.location()),
+                        });
+                    }
+                }
+            }
+        }
+        let (brokers, broker) = match (&settings.brokers, self.broker) {
+            (Some(b), _) => (b.value.clone(), None),
+            (None, Some(shared)) => (shared.bootstrap_servers().to_owned(), Some(shared)),
+            (None, None) => {
+                let b = EmbeddedBroker::shared()?;
+                tracing::warn!(bootstrap = b.bootstrap_servers(), "KAFKA_BROKERS is not set: running on an embedded development broker (in memory, gone when the process exits); set KAFKA_BROKERS=host:port to use a real cluster");
+                (b.bootstrap_servers().to_owned(), Some(b))
+            }
+        };
+        if let Some(b) = &broker {
+            for specs in groups.values() {
+                for h in specs {
+                    for t in h.topics {
+                        b.create_topic(t, settings.embedded_partitions)?;
+                        let dlt = h
+                            .policy
+                            .dead_letter_topic_name()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("{t}.DLT"));
+                        b.create_topic(&dlt, settings.embedded_partitions)?;
+                    }
+                }
+            }
+        }
+        tracing::info!(group = %settings.group_id.value, origin = %settings.group_id.origin, "consumer group");
+        Ok(Dispatcher {
+            settings,
+            brokers,
+            broker,
+            groups,
+            listeners: self.listeners.into(),
+            signals: self.signals,
+            shutdown: CancellationToken::new(),
+            sink: self.sink,
+        })
+    }
+}
