@@ -95,13 +95,14 @@ use proc_macro::TokenStream;
 /// ```ignore
 /// struct __DispatcherHandler;
 /// impl ::dispatcher::__private::Handler for __DispatcherHandler {
-///     fn call<'a>(&'a self, __msg: &'a Message) -> HandlerFuture<'a> {
+///     fn call(&self, __msg: Message) -> HandlerFuture<'static> {
 ///         // Spanned at the function's name: a future that is not `Send`
 ///         // is reported there.
-///         let __future: HandlerFuture<'a> = Box::pin(async move {
+///         // The future owns the record; arguments borrow from it.
+///         let __future: HandlerFuture<'static> = Box::pin(async move {
 ///             // Spanned at the argument type: a type that is not
 ///             // `FromMessage` is reported there.
-///             let __arg0: Json<Order> = match <Json<Order> as FromMessage<'_>>::from_message(__msg) {
+///             let __arg0: Json<Order> = match <Json<Order> as FromMessage<'_>>::from_message(&__msg) {
 ///                 Ok(value) => value,
 ///                 Err(error) => return Err(HandlerError::new(error)),
 ///             };

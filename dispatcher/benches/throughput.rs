@@ -96,7 +96,7 @@ static LAST_NANOS: AtomicU64 = AtomicU64::new(0);
 
 struct NoOp;
 impl Handler for NoOp {
-    fn call<'a>(&'a self, msg: &'a Message) -> HandlerFuture<'a> {
+    fn call(&self, msg: Message) -> HandlerFuture<'static> {
         Box::pin(async move {
             std::hint::black_box(msg.payload());
             if COUNT.fetch_add(1, AtomicOrdering::Relaxed) == 0 {

@@ -7,10 +7,11 @@ use crate::handler_error::{HandlerError, HandlerTimeout};
 use crate::limit::Limit;
 use crate::message::KeyDisplay;
 use crate::policy::Classification;
-use crate::{HandlerSpec, Message};
+use crate::{HandlerFuture, HandlerSpec, Message};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 /// A handler as the runtime runs it: its spec plus what it shares with the
@@ -23,6 +24,16 @@ pub(crate) struct HandlerRuntime {
     pub(crate) listeners: Arc<[EventListener]>,
     pub(crate) dead_letters: Arc<dyn DeadLetterSink>,
     pub(crate) group: Arc<str>,
+}
+
+/// The first attempt of a record, as far as [`HandlerRuntime::start`] got.
+pub(crate) enum FirstAttempt {
+    /// It succeeded.
+    Handled,
+    /// It failed (or panicked).
+    Failed(HandlerError),
+    /// It is waiting on something; finish it in a task.
+    Running(HandlerFuture<'static>),
 }
 
 /// How a record ended.
@@ -59,8 +70,10 @@ impl HandlerRuntime {
         }
     }
 
-    async fn attempt(&self, msg: &Message) -> Result<(), HandlerError> {
-        let call = AssertUnwindSafe(self.spec.handler.call(msg)).catch_unwind();
+    /// Finishes an attempt already started: within the timeout, with a
+    /// panic turned into an error.
+    async fn finish_attempt(&self, call: HandlerFuture<'static>) -> Result<(), HandlerError> {
+        let call = AssertUnwindSafe(call).catch_unwind();
         let result = match self.spec.policy.attempt_timeout() {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(r) => r,
@@ -71,24 +84,54 @@ impl HandlerRuntime {
         result.unwrap_or_else(|panic| Err(HandlerError::from_panic(panic)))
     }
 
+    /// Starts the first attempt and polls it once, without a waker: most
+    /// handlers finish (or fail) right away, and then no task or allocation
+    /// is needed for the record beyond the handler's own future.
+    pub(crate) fn start(&self, msg: &Message) -> FirstAttempt {
+        let mut call = self.spec.handler.call(msg.clone());
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(Ok(()))) => FirstAttempt::Handled,
+            Ok(Poll::Ready(Err(e))) => FirstAttempt::Failed(e),
+            Err(panic) => FirstAttempt::Failed(HandlerError::from_panic(panic)),
+            Ok(Poll::Pending) => FirstAttempt::Running(call),
+        }
+    }
+
+    /// Records that `msg` was handled after `attempts` attempts.
+    pub(crate) fn handled(&self, msg: &Message, attempts: u32) {
+        tracing::debug!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            handler = &*self.name,
+            attempts,
+            "record handled"
+        );
+        self.emit(msg, Outcome::Handled { attempts });
+    }
+
     /// Runs `msg` through the policy until it is handled, dead-lettered or
     /// fatal.
-    pub(crate) async fn process(&self, msg: &Message) -> Finish {
+    /// `first` is how the first attempt went so far (see [`start`](Self::start)).
+    pub(crate) async fn process(&self, msg: &Message, first: FirstAttempt) -> Finish {
         let policy = &self.spec.policy;
         let mut attempt = 1u32;
         let mut first_failure = None;
+        let mut first = Some(first);
         loop {
-            let error = match self.attempt(msg).await {
+            let result = match first.take() {
+                Some(FirstAttempt::Handled) => Ok(()),
+                Some(FirstAttempt::Failed(e)) => Err(e),
+                Some(FirstAttempt::Running(call)) => self.finish_attempt(call).await,
+                None => {
+                    self.finish_attempt(self.spec.handler.call(msg.clone()))
+                        .await
+                }
+            };
+            let error = match result {
                 Ok(()) => {
-                    tracing::debug!(
-                        topic = msg.topic(),
-                        partition = msg.partition(),
-                        offset = msg.offset(),
-                        handler = &*self.name,
-                        attempts = attempt,
-                        "record handled"
-                    );
-                    self.emit(msg, Outcome::Handled { attempts: attempt });
+                    self.handled(msg, attempt);
                     return Finish::Done;
                 }
                 Err(e) => e,
@@ -240,7 +283,7 @@ mod tests {
     }
 
     impl Handler for Scripted {
-        fn call<'a>(&'a self, _msg: &'a Message) -> HandlerFuture<'a> {
+        fn call(&self, _msg: Message) -> HandlerFuture<'static> {
             self.calls.lock().expect("lock").push(Instant::now());
             let step = self
                 .steps
@@ -334,6 +377,13 @@ mod tests {
         Message::new("t", 0, 7).with_payload("x")
     }
 
+    /// Runs a record the way a partition worker does.
+    async fn run(rt: &HandlerRuntime) -> Finish {
+        let m = msg();
+        let first = rt.start(&m);
+        rt.process(&m, first).await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retries_with_fixed_backoff_then_succeeds() {
         let sink = Arc::new(Sink::default());
@@ -341,7 +391,7 @@ mod tests {
             .max_attempts(3)
             .backoff(Backoff::Fixed(Duration::from_millis(100)));
         let (rt, h) = runtime(vec![Step::Io, Step::Io, Step::Ok], policy, sink.clone());
-        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done));
         assert_eq!(gaps(h), vec![Duration::from_millis(100); 2]);
         assert!(sink.letters.lock().expect("lock").is_empty());
     }
@@ -360,7 +410,7 @@ mod tests {
             Policy::DEFAULT.max_attempts(4).backoff(backoff),
             sink.clone(),
         );
-        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done));
         assert_eq!(
             gaps(h),
             vec![
@@ -379,7 +429,7 @@ mod tests {
     async fn non_retryable_errors_are_dead_lettered_at_once() {
         let sink = Arc::new(Sink::default());
         let (rt, h) = runtime(vec![Step::Other], Policy::DEFAULT, sink.clone());
-        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done));
         assert_eq!(h.calls.lock().expect("lock").len(), 1);
         assert_eq!(
             *sink.letters.lock().expect("lock"),
@@ -391,7 +441,7 @@ mod tests {
     async fn fatal_errors_stop_without_dead_letter() {
         let sink = Arc::new(Sink::default());
         let (rt, _) = runtime(vec![Step::Fatal], Policy::DEFAULT, sink.clone());
-        match rt.process(&msg()).await {
+        match run(&rt).await {
             Finish::Fatal(e) => assert!(e.is::<ConfigError>(), "{e:?}"),
             Finish::Done => panic!("expected fatal"),
         }
@@ -402,7 +452,7 @@ mod tests {
     async fn panics_are_caught_and_dead_lettered() {
         let sink = Arc::new(Sink::default());
         let (rt, _) = runtime(vec![Step::Panic], Policy::DEFAULT, sink.clone());
-        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done));
         assert_eq!(
             *sink.letters.lock().expect("lock"),
             vec![("t.DLT".to_owned(), "not-retryable", "panic", 1)]
@@ -416,7 +466,7 @@ mod tests {
             .timeout(Duration::from_secs(1))
             .backoff(Backoff::Fixed(Duration::from_millis(10)));
         let (rt, h) = runtime(vec![Step::Hang, Step::Ok], policy, sink.clone());
-        assert!(matches!(rt.process(&msg()).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done));
         assert_eq!(gaps(h), vec![Duration::from_millis(1010)]);
         assert!(sink.letters.lock().expect("lock").is_empty());
     }
@@ -428,7 +478,7 @@ mod tests {
             ..Sink::default()
         });
         let (rt, _) = runtime(vec![Step::Other], Policy::DEFAULT, sink);
-        match rt.process(&msg()).await {
+        match run(&rt).await {
             Finish::Fatal(e) => assert!(e.is::<DeadLetterWriteFailed>(), "{e:?}"),
             Finish::Done => panic!("expected fatal"),
         }

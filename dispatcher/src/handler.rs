@@ -10,9 +10,12 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError
 /// A record handler. `#[kafka_handler]` implements it for the function it
 /// annotates; implement it by hand to register handlers programmatically
 /// with [`DispatcherBuilder::handler`](crate::DispatcherBuilder::handler).
+///
+/// Each attempt gets its own copy of the record (cloning a [`Message`] is
+/// cheap), so the future can own it and outlive the call.
 pub trait Handler: Send + Sync + 'static {
     /// Runs one attempt on `msg`.
-    fn call<'a>(&'a self, msg: &'a Message) -> HandlerFuture<'a>;
+    fn call(&self, msg: Message) -> HandlerFuture<'static>;
 }
 
 /// A registered handler: the function, the topics it consumes, its policy,

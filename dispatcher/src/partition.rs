@@ -2,7 +2,7 @@
 //! lane, runs them within the in-flight caps, and publishes the watermark.
 
 use crate::error::FatalError;
-use crate::execute::{Finish, HandlerRuntime};
+use crate::execute::{Finish, FirstAttempt, HandlerRuntime};
 use crate::lanes::{LaneId, Lanes};
 use crate::limit::Limit;
 use crate::message::KeyDisplay;
@@ -228,6 +228,13 @@ impl Worker {
     /// handlers) completes here, without a trip through the scheduler and
     /// without ever opening its lane.
     fn run_record(&mut self, msg: Message, running: &mut Running, lane_open: bool) {
+        let first = self.cx.handler.start(&msg);
+        if let FirstAttempt::Handled = first {
+            // The fast path: no lane was needed, no task, no allocation.
+            self.cx.handler.handled(&msg, 1);
+            self.complete(msg, Finish::Done, lane_open);
+            return;
+        }
         let lane = if lane_open {
             LaneId::None
         } else {
@@ -235,7 +242,7 @@ impl Worker {
         };
         let handler = self.cx.handler.clone();
         let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
-            let finish = handler.process(&msg).await;
+            let finish = handler.process(&msg, first).await;
             (msg, finish)
         });
         match (&mut record).now_or_never() {
@@ -380,7 +387,7 @@ mod tests {
     /// (almost) forever.
     struct Mixed;
     impl Handler for Mixed {
-        fn call<'a>(&'a self, msg: &'a Message) -> HandlerFuture<'a> {
+        fn call(&self, msg: Message) -> HandlerFuture<'static> {
             Box::pin(async move {
                 if msg.key() == Some(&b"slow"[..]) {
                     tokio::time::sleep(Duration::from_secs(3600)).await;

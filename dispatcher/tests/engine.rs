@@ -10,7 +10,7 @@ static SEEN: Mutex<Vec<(i32, i64)>> = Mutex::new(Vec::new());
 
 struct Record;
 impl Handler for Record {
-    fn call<'a>(&'a self, msg: &'a Message) -> HandlerFuture<'a> {
+    fn call(&self, msg: Message) -> HandlerFuture<'static> {
         Box::pin(async move {
             SEEN.lock()
                 .expect("lock")

@@ -45,7 +45,7 @@ fn append(line: &str) {
 struct AppendToLog;
 
 impl Handler for AppendToLog {
-    fn call<'a>(&'a self, msg: &'a Message) -> HandlerFuture<'a> {
+    fn call(&self, msg: Message) -> HandlerFuture<'static> {
         Box::pin(async move {
             let max = *MAX_SLEEP_MS.get().unwrap_or(&3);
             let before = rand::random_range(0..=max);

@@ -48,7 +48,7 @@ fn handler_impl(krate: &TokenStream, item: &ItemFn, handler: &HandlerFn) -> Toke
             <#ty as #krate::FromMessage<'_>>::from_message
         };
         quote! {
-            let #var: #ty = match #from_message(__msg) {
+            let #var: #ty = match #from_message(&__msg) {
                 #krate::Result::Ok(value) => value,
                 #krate::Result::Err(error) => {
                     return #krate::Result::Err(#krate::HandlerError::new(error));
@@ -74,12 +74,12 @@ fn handler_impl(krate: &TokenStream, item: &ItemFn, handler: &HandlerFn) -> Toke
     // not `Send` is reported there.
     let send_krate = respan(krate.clone(), handler.send_span);
     let boxed = quote_spanned! {handler.send_span=>
-        let __future: #send_krate::HandlerFuture<'a> = #send_krate::Box::pin(async move { #body });
+        let __future: #send_krate::HandlerFuture<'static> = #send_krate::Box::pin(async move { #body });
         __future
     };
     quote! {
         impl #krate::Handler for __DispatcherHandler {
-            fn call<'a>(&'a self, __msg: &'a #krate::Message) -> #krate::HandlerFuture<'a> {
+            fn call(&self, __msg: #krate::Message) -> #krate::HandlerFuture<'static> {
                 #boxed
             }
         }

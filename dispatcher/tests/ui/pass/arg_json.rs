@@ -23,16 +23,16 @@ fn main() {
     let handlers = dispatcher::registered_handlers();
     let msg = Message::new("orders", 0, 0).with_payload(r#"{"id":7}"#);
     for spec in &handlers {
-        futures::executor::block_on(spec.handler.call(&msg)).expect("valid JSON");
+        futures::executor::block_on(spec.handler.call(msg.clone())).expect("valid JSON");
     }
     let bad = Message::new("orders", 0, 1).with_payload("not json");
-    let error = futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("bad JSON");
+    let error = futures::executor::block_on(handlers[0].handler.call(bad.clone())).expect_err("bad JSON");
     assert!(error.is_decode_error());
     assert_eq!(
         handlers[0].policy.classify(&error),
         dispatcher::Classification::DeadLetter
     );
     let tombstone = Message::new("orders", 0, 2);
-    futures::executor::block_on(handlers[1].handler.call(&tombstone))
+    futures::executor::block_on(handlers[1].handler.call(tombstone.clone()))
         .expect("Option accepts a tombstone");
 }

@@ -19,6 +19,6 @@ fn main() {
     assert_eq!(handlers[1].name, "borrowed");
     let msg = Message::new("orders", 0, 7);
     for spec in &handlers {
-        futures::executor::block_on(spec.handler.call(&msg)).expect("handler succeeds");
+        futures::executor::block_on(spec.handler.call(msg.clone())).expect("handler succeeds");
     }
 }

@@ -9,6 +9,6 @@ fn main() {
     let handlers = dispatcher::registered_handlers();
     assert_eq!(handlers.len(), 1);
     assert_eq!(handlers[0].topics, &["ticks"]);
-    futures::executor::block_on(handlers[0].handler.call(&Message::new("ticks", 0, 0)))
+    futures::executor::block_on(handlers[0].handler.call(Message::new("ticks", 0, 0)))
         .expect("handler succeeds");
 }

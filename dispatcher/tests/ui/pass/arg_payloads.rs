@@ -35,12 +35,12 @@ fn main() {
     assert_eq!(handlers.len(), 5);
     let msg = Message::new("raw", 0, 0).with_payload("hello");
     for spec in &handlers {
-        futures::executor::block_on(spec.handler.call(&msg)).expect("handler succeeds");
+        futures::executor::block_on(spec.handler.call(msg.clone())).expect("handler succeeds");
     }
     // A tombstone is not a payload: the extraction fails as a decode error.
     let tombstone = Message::new("raw", 0, 1);
     for spec in &handlers {
-        let error = futures::executor::block_on(spec.handler.call(&tombstone))
+        let error = futures::executor::block_on(spec.handler.call(tombstone.clone()))
             .expect_err("a tombstone has no payload");
         assert!(error.is_decode_error(), "{error}");
     }

@@ -17,13 +17,13 @@ fn main() {
     let handlers = dispatcher::registered_handlers();
     let bad = Message::new("orders", 0, 0).with_payload("x");
     let error =
-        futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("not a number");
+        futures::executor::block_on(handlers[0].handler.call(bad.clone())).expect_err("not a number");
     // The ParseIntError inside the anyhow::Error is still found.
     assert!(error.is::<std::num::ParseIntError>());
     assert_eq!(handlers[0].policy.classify(&error), Classification::Retry);
 
     let ok = Message::new("orders", 0, 1).with_payload("1");
     for spec in &handlers {
-        futures::executor::block_on(spec.handler.call(&ok)).expect("succeeds");
+        futures::executor::block_on(spec.handler.call(ok.clone())).expect("succeeds");
     }
 }

@@ -10,7 +10,7 @@ async fn boxed(text: &str) -> Result<(), Box<dyn Error + Send + Sync>> {
 fn main() {
     let handlers = dispatcher::registered_handlers();
     let bad = Message::new("orders", 0, 0).with_payload("300");
-    let error = futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("too large");
+    let error = futures::executor::block_on(handlers[0].handler.call(bad.clone())).expect_err("too large");
     // The boxed error's message and type survive the conversion, so a
     // policy can list `ParseIntError`.
     assert_eq!(error.to_string(), "number too large to fit in target type");

@@ -10,6 +10,6 @@ fn main() {
     let handlers = dispatcher::registered_handlers();
     let bad = Message::new("orders", 0, 0).with_payload("x");
     let error =
-        futures::executor::block_on(handlers[0].handler.call(&bad)).expect_err("not a number");
+        futures::executor::block_on(handlers[0].handler.call(bad.clone())).expect_err("not a number");
     assert!(error.is::<std::num::ParseIntError>());
 }

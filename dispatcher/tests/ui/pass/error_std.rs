@@ -31,7 +31,7 @@ async fn io_result() -> std::io::Result<()> {
 fn main() {
     let handlers = dispatcher::registered_handlers();
     let msg = Message::new("payments", 0, 0);
-    let run = |i: usize| futures::executor::block_on(handlers[i].handler.call(&msg));
+    let run = |i: usize| futures::executor::block_on(handlers[i].handler.call(msg.clone()));
 
     let io = run(0).expect_err("fails");
     assert!(io.is::<std::io::Error>());
