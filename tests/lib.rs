@@ -341,14 +341,22 @@ fn parse_partitions(s: &str) -> Vec<i32> {
 }
 
 /// Reads the handling log. Panics on a malformed line: every line is
-/// written with one `write` call, so a torn line is itself a defect.
+/// written with one `write` call, so a torn line is itself a defect. The
+/// one exception is the last line of a log still being written: a reader
+/// can see an append half-way, so a last line without its newline is left
+/// for the next read.
 pub fn read_log(path: &Path) -> Vec<LogLine> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => panic!("cannot read {}: {e}", path.display()),
     };
-    text.lines()
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
+        .lines()
         .enumerate()
         .map(|(i, l)| {
             parse_line(l).unwrap_or_else(|| panic!("malformed log line {}: {l:?}", i + 1))
