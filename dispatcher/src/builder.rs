@@ -284,12 +284,10 @@ impl DispatcherBuilder {
                 for h in specs {
                     for t in h.topics {
                         b.create_topic(t, settings.embedded_partitions)?;
-                        let dlt = h
-                            .policy
-                            .dead_letter_topic_name()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| format!("{t}.DLT"));
-                        b.create_topic(&dlt, settings.embedded_partitions)?;
+                        b.create_topic(
+                            &h.policy.dead_letter_topic_for(t),
+                            settings.embedded_partitions,
+                        )?;
                     }
                 }
             }

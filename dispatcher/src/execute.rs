@@ -62,14 +62,6 @@ impl HandlerRuntime {
         }
     }
 
-    /// The dead-letter topic of a record of `topic`.
-    pub(crate) fn dead_letter_topic(&self, topic: &str) -> String {
-        match self.spec.policy.dead_letter_topic_name() {
-            Some(t) => t.to_owned(),
-            None => format!("{topic}.DLT"),
-        }
-    }
-
     /// Finishes an attempt already started: within the timeout, with a
     /// panic turned into an error.
     async fn finish_attempt(&self, call: HandlerFuture<'static>) -> Result<(), HandlerError> {
@@ -193,7 +185,7 @@ impl HandlerRuntime {
         first_failure: SystemTime,
         last_failure: SystemTime,
     ) -> Finish {
-        let topic = self.dead_letter_topic(msg.topic());
+        let topic = self.spec.policy.dead_letter_topic_for(msg.topic());
         let dl = DeadLetter {
             topic: &topic,
             consumer_group: &self.group,

@@ -279,6 +279,15 @@ impl Policy {
         self.classifier.is_some()
     }
 
+    /// Where dead letters of a record of `topic` go: the configured topic,
+    /// or `<topic>.DLT`.
+    pub fn dead_letter_topic_for(&self, topic: &str) -> String {
+        match self.dead_letter_topic {
+            Some(t) => t.to_owned(),
+            None => format!("{topic}.DLT"),
+        }
+    }
+
     /// Total attempts per record.
     pub fn attempts(&self) -> u32 {
         self.max_attempts
