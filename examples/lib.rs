@@ -1,1 +1,2 @@
-//! Shared helpers for the runnable examples.
+//! This package hosts the runnable examples (`cargo run --example quickstart`);
+//! it has no library code of its own.
