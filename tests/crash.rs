@@ -6,8 +6,8 @@
 //! `E2E_SEED=<n>` replays it.
 
 use dispatcher_tests::{
-    caught_up, check, handled_all, offsets, read_log, records_by_pid, start_broker, wait_for,
-    ConsumerConfig, KeyedProducer, LogLine, WorkDir,
+    caught_up, check, handled_all, offsets, read_log, records_by_pid, wait_for, KeyedProducer,
+    LogLine, Scenario, WorkDir,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -40,21 +40,19 @@ async fn sigkilled_consumers_lose_nothing_and_keep_key_order() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let mut dir = WorkDir::new("crash");
-    let (_broker, brokers) = start_broker(
-        env!("CARGO_BIN_EXE_test_broker"),
+    let Scenario {
+        broker: _broker,
+        brokers,
+        log,
+        consumers,
+    } = Scenario::start(
         dir.path(),
+        env!("CARGO_BIN_EXE_test_broker"),
+        env!("CARGO_BIN_EXE_test_consumer"),
         PARTITIONS,
-        &[TOPIC],
+        TOPIC,
+        GROUP,
     );
-    let log = dir.path().join("handled.log");
-    let consumers = ConsumerConfig {
-        exe: env!("CARGO_BIN_EXE_test_consumer").to_owned(),
-        brokers: brokers.clone(),
-        group: GROUP.to_owned(),
-        topic: TOPIC.to_owned(),
-        log: log.clone(),
-        dir: dir.path().to_owned(),
-    };
     let producer = KeyedProducer::start(&brokers, TOPIC, KEYS, Duration::from_millis(40));
 
     // Exactly one kill (never the first) lands during the group join; the

@@ -173,6 +173,50 @@ pub fn start_broker(
     (guard, servers)
 }
 
+/// What every multi-process scenario starts with: a `test_broker` process
+/// with one topic, the handling log, and how to start consumers on it.
+pub struct Scenario {
+    /// The broker process; killed when dropped.
+    pub broker: ChildGuard,
+    /// Its bootstrap servers.
+    pub brokers: String,
+    /// The handling log all consumers append to.
+    pub log: PathBuf,
+    /// How to start consumers.
+    pub consumers: ConsumerConfig,
+}
+
+impl Scenario {
+    /// Starts the broker with `topic` of `partitions` partitions, files in
+    /// `dir`. `broker_exe` and `consumer_exe` are the paths of the
+    /// `test_broker` and `test_consumer` binaries.
+    pub fn start(
+        dir: &Path,
+        broker_exe: &str,
+        consumer_exe: &str,
+        partitions: i32,
+        topic: &str,
+        group: &str,
+    ) -> Self {
+        let (broker, brokers) = start_broker(broker_exe, dir, partitions, &[topic]);
+        let log = dir.join("handled.log");
+        let consumers = ConsumerConfig {
+            exe: consumer_exe.to_owned(),
+            brokers: brokers.clone(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            log: log.clone(),
+            dir: dir.to_owned(),
+        };
+        Scenario {
+            broker,
+            brokers,
+            log,
+            consumers,
+        }
+    }
+}
+
 /// How to start `test_consumer` processes.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {

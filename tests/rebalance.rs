@@ -6,8 +6,8 @@
 //! partition.
 
 use dispatcher_tests::{
-    check, committed_at_end, handled_all, offsets, read_log, records_by_pid, start_broker,
-    wait_for, ChildGuard, ConsumerConfig, KeyedProducer, WorkDir,
+    check, committed_at_end, handled_all, offsets, read_log, records_by_pid, wait_for, ChildGuard,
+    KeyedProducer, Scenario, WorkDir,
 };
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -58,21 +58,19 @@ fn stop_cleanly(c: &mut ChildGuard, dir: &Path) {
 async fn consumers_joining_and_leaving_lose_nothing_and_keep_key_order() {
     let started = Instant::now();
     let mut dir = WorkDir::new("rebalance");
-    let (_broker, brokers) = start_broker(
-        env!("CARGO_BIN_EXE_test_broker"),
+    let Scenario {
+        broker: _broker,
+        brokers,
+        log,
+        consumers,
+    } = Scenario::start(
         dir.path(),
+        env!("CARGO_BIN_EXE_test_broker"),
+        env!("CARGO_BIN_EXE_test_consumer"),
         PARTITIONS,
-        &[TOPIC],
+        TOPIC,
+        GROUP,
     );
-    let log = dir.path().join("handled.log");
-    let consumers = ConsumerConfig {
-        exe: env!("CARGO_BIN_EXE_test_consumer").to_owned(),
-        brokers: brokers.clone(),
-        group: GROUP.to_owned(),
-        topic: TOPIC.to_owned(),
-        log: log.clone(),
-        dir: dir.path().to_owned(),
-    };
     let producer = KeyedProducer::start(&brokers, TOPIC, KEYS, Duration::from_millis(40));
 
     let mut a = consumers.spawn(0);

@@ -154,11 +154,10 @@ impl fmt::Display for KeyDisplay<'_> {
             None => f.write_str("<none>"),
             Some(k) => match std::str::from_utf8(k) {
                 Ok(s) => write!(f, "{s:?}"),
-                Err(_) => write!(
-                    f,
-                    "0x{}",
-                    k.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                ),
+                Err(_) => {
+                    f.write_str("0x")?;
+                    k.iter().try_for_each(|b| write!(f, "{b:02x}"))
+                }
             },
         }
     }

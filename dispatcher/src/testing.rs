@@ -30,12 +30,6 @@ use tokio::task::JoinHandle;
 
 type Key = (String, i32, i64);
 
-/// The embedded broker shared by every test kit in this process (the mock
-/// cluster's first group join is slow, so tests share one).
-pub fn shared_broker() -> Result<Arc<EmbeddedBroker>> {
-    EmbeddedBroker::shared()
-}
-
 /// A small producer for tests and examples: publishes one record and waits
 /// for the broker's acknowledgement.
 pub struct Producer {
@@ -171,7 +165,7 @@ impl TestKit {
             .group_id(unique_group())
             .commit_interval(Duration::from_millis(100))
             .drain_timeout(Duration::from_secs(5));
-        match shared_broker() {
+        match EmbeddedBroker::shared() {
             Ok(b) => builder.embedded_broker(b),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the shared embedded broker");
