@@ -48,6 +48,9 @@ impl Producer {
         let inner = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("linger.ms", "1")
+            // Idempotent, so a write whose acknowledgement is lost in a
+            // broker outage is not stored twice when the producer retries.
+            .set("enable.idempotence", "true")
             .create()
             .map_err(|e| Error::kafka("creating the test producer", e))?;
         Ok(Producer { inner })
