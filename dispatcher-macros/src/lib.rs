@@ -81,7 +81,8 @@ use proc_macro::TokenStream;
 /// record is not committed), then `retry` (try again after `backoff` while
 /// fewer than `max_attempts` attempts ran, then dead-letter); anything else is
 /// dead-lettered. A listed type matches anywhere in the error's source
-/// chain. Without `retry`, `std::io::Error` and timeouts retry. Defaults:
+/// chain. Without `retry`, `std::io::Error` retries; a timeout always
+/// retries (unless a classifier or `fatal` says otherwise). Defaults:
 /// 3 attempts, exponential backoff from 100 ms doubling up to 10 s, no
 /// timeout, `ordering = key`, no per-handler concurrency limit, dead letters
 /// to `<topic>.DLT`, the configured consumer group.

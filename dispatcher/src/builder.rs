@@ -83,8 +83,10 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Records buffered per partition before its fetching pauses (env
-    /// `DISPATCHER_PARTITION_BUFFER`; default 5 000).
+    /// Records a partition may hold fetched and not yet committed (buffered,
+    /// running, or finished behind a slower record) before its fetching
+    /// pauses (env `DISPATCHER_PARTITION_BUFFER`; default 5 000). This also
+    /// bounds what a crash delivers again.
     pub fn partition_buffer(mut self, n: usize) -> Self {
         self.raw.set_knob(Knob::PartitionBuffer, n as u64);
         self

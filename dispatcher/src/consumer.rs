@@ -230,16 +230,20 @@ impl GroupContext {
             };
             for ((topic, partition), h) in state.partitions.iter_mut() {
                 let buffered = h.shared.buffered.load(AtomicOrdering::Acquire);
-                if !h.paused && buffered >= cap {
+                // Records fetched and not committed: those buffered or
+                // running, and finished ones held above a slow record.
+                let held = buffered.max(h.shared.uncommitted.load(AtomicOrdering::Acquire));
+                if !h.paused && held >= cap {
                     pause.add_partition(topic, *partition);
                     h.paused = true;
                     tracing::debug!(
                         topic = &**topic,
                         partition,
                         buffered,
-                        "partition buffer full; pausing fetch"
+                        uncommitted = held,
+                        "partition holds its limit of fetched, uncommitted records; pausing fetch"
                     );
-                } else if h.paused && buffered <= cap / 2 {
+                } else if h.paused && held <= cap / 2 {
                     resume.add_partition(topic, *partition);
                     h.paused = false;
                     tracing::debug!(

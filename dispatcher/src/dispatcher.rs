@@ -127,6 +127,9 @@ impl Dispatcher {
     /// Consumes until shutdown (returns `Ok`) or a fatal error (returns the
     /// error with the record's coordinates and the cause chain).
     pub async fn run(self) -> Result<()> {
+        // Dropping this future (say, as the losing branch of a `select!`)
+        // shuts the consumers down instead of leaving them running unowned.
+        let _stop_on_drop = self.shutdown.clone().drop_guard();
         let rt = tokio::runtime::Handle::current();
         let fatal = Arc::new(FatalSlot {
             error: Default::default(),

@@ -58,8 +58,28 @@ impl HandlerRuntime {
             outcome,
         };
         for l in self.listeners.iter() {
-            l(&event);
+            // A listener is observability: its panic must not take the
+            // partition's worker (and the record's outcome) down with it.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| l(&event))).is_err() {
+                tracing::error!(
+                    topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    handler = &*self.name,
+                    "an event listener panicked; the record's outcome is unaffected"
+                );
+            }
         }
+    }
+
+    /// Calls the handler for a new attempt. A hand-written [`Handler`]
+    /// may panic in `call` itself, before any future exists: that panic is
+    /// the attempt's error, like a panic inside the future.
+    ///
+    /// [`Handler`]: crate::Handler
+    fn call(&self, msg: &Message) -> Result<HandlerFuture<'static>, HandlerError> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.spec.handler.call(msg.clone())))
+            .map_err(HandlerError::from_panic)
     }
 
     /// Finishes an attempt already started: within the timeout, with a
@@ -80,7 +100,10 @@ impl HandlerRuntime {
     /// handlers finish (or fail) right away, and then no task or allocation
     /// is needed for the record beyond the handler's own future.
     pub(crate) fn start(&self, msg: &Message) -> FirstAttempt {
-        let mut call = self.spec.handler.call(msg.clone());
+        let mut call = match self.call(msg) {
+            Ok(call) => call,
+            Err(e) => return FirstAttempt::Failed(e),
+        };
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut cx))) {
             Ok(Poll::Ready(Ok(()))) => FirstAttempt::Handled,
@@ -116,10 +139,10 @@ impl HandlerRuntime {
                 Some(FirstAttempt::Handled) => Ok(()),
                 Some(FirstAttempt::Failed(e)) => Err(e),
                 Some(FirstAttempt::Running(call)) => self.finish_attempt(call).await,
-                None => {
-                    self.finish_attempt(self.spec.handler.call(msg.clone()))
-                        .await
-                }
+                None => match self.call(msg) {
+                    Ok(call) => self.finish_attempt(call).await,
+                    Err(e) => Err(e),
+                },
             };
             let error = match result {
                 Ok(()) => {
@@ -266,6 +289,7 @@ mod tests {
         Other,
         Fatal,
         Panic,
+        PanicInCall,
         Hang,
     }
 
@@ -283,6 +307,9 @@ mod tests {
                 .expect("lock")
                 .pop_front()
                 .unwrap_or(Step::Ok);
+            if let Step::PanicInCall = step {
+                panic!("a hand-written handler panicked before returning its future");
+            }
             Box::pin(async move {
                 match step {
                     Step::Ok => Ok(()),
@@ -292,6 +319,7 @@ mod tests {
                         anyhow::Error::new(ConfigError).context("loading rules"),
                     )),
                     Step::Panic => panic!("boom"),
+                    Step::PanicInCall => unreachable!("panicked in call"),
                     Step::Hang => {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         Ok(())
@@ -449,6 +477,36 @@ mod tests {
             *sink.letters.lock().expect("lock"),
             vec![("t.DLT".to_owned(), "not-retryable", "panic", 1)]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_in_call_is_the_attempts_error_also_on_retry() {
+        let sink = Arc::new(Sink::default());
+        let policy = Policy::DEFAULT.backoff(Backoff::Fixed(Duration::from_millis(10)));
+        // First attempt: panics inside `call`; it is not retryable.
+        let (rt, _) = runtime(vec![Step::PanicInCall], policy, sink.clone());
+        assert!(matches!(run(&rt).await, Finish::Done));
+        // A retry whose `call` panics: same outcome, after two attempts.
+        let (rt, h) = runtime(vec![Step::Io, Step::PanicInCall], policy, sink.clone());
+        assert!(matches!(run(&rt).await, Finish::Done));
+        assert_eq!(h.calls.lock().expect("lock").len(), 2);
+        assert_eq!(
+            *sink.letters.lock().expect("lock"),
+            vec![
+                ("t.DLT".to_owned(), "not-retryable", "panic", 1),
+                ("t.DLT".to_owned(), "not-retryable", "panic", 2)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_listener_does_not_change_the_outcome() {
+        let sink = Arc::new(Sink::default());
+        let (mut rt, _) = runtime(vec![Step::Io, Step::Ok], Policy::DEFAULT, sink.clone());
+        let listener: EventListener = Arc::new(|_: &RecordEvent| panic!("listener bug"));
+        rt.listeners = Arc::from(vec![listener]);
+        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(sink.letters.lock().expect("lock").is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,6 +3,7 @@
 
 use crate::error::FatalError;
 use crate::execute::{Finish, FirstAttempt, HandlerRuntime};
+use crate::handler_error::HandlerError;
 use crate::lanes::{LaneId, Lanes};
 use crate::limit::Limit;
 use crate::message::KeyDisplay;
@@ -12,6 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +27,11 @@ pub(crate) struct PartitionShared {
     pub(crate) committable: AtomicI64,
     /// Records sent to the worker and not yet finished or dropped.
     pub(crate) buffered: AtomicUsize,
+    /// Records tracked and not yet below the watermark: unfinished ones and
+    /// finished ones waiting behind an unfinished one. Bounds what a crash
+    /// would deliver again, and the tracker's memory, when one record is
+    /// slow and the rest of its partition races ahead.
+    pub(crate) uncommitted: AtomicUsize,
 }
 
 /// The first fatal error of the run, and the signal that stops everything.
@@ -78,6 +85,7 @@ pub(crate) fn spawn(
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
         buffered: AtomicUsize::new(0),
+        uncommitted: AtomicUsize::new(0),
     });
     let stop = CancellationToken::new();
     // A private copy of the handler's runtime: its reference count is
@@ -116,6 +124,26 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(l) = self.0.take() {
             l.release(1);
+        }
+    }
+}
+
+/// Stops the dispatcher when a partition worker unwinds. The worker runs in
+/// a detached task whose panic nobody would see: its partition would stall
+/// while everything else ran on.
+struct StopIfUnwinding {
+    fatal: Arc<FatalSlot>,
+    topic: Arc<str>,
+    partition: i32,
+}
+
+impl Drop for StopIfUnwinding {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.fatal.report(Error::Runtime(format!(
+                "the worker of partition {}[{}] panicked; see the log. Nothing after its last finished record was committed",
+                self.topic, self.partition
+            )));
         }
     }
 }
@@ -241,10 +269,25 @@ impl Worker {
             self.lanes.id(&msg)
         };
         let handler = self.cx.handler.clone();
-        let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
-            let finish = handler.process(&msg, first).await;
-            (msg, finish)
-        });
+        // The handler's own panics are caught inside `process`; a panic
+        // there comes from a classifier, a dead-letter sink or the runtime.
+        // The record's fate is then unknown: stop rather than guess, with
+        // its offset uncommitted.
+        let kept = msg.clone();
+        let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(
+            AssertUnwindSafe(async move {
+                let finish = handler.process(&msg, first).await;
+                (msg, finish)
+            })
+            .catch_unwind()
+            .map(move |done| {
+                done.unwrap_or_else(|panic| {
+                    let error = HandlerError::from_panic(panic);
+                    tracing::error!(topic = kept.topic(), partition = kept.partition(), offset = kept.offset(), key = %KeyDisplay(kept.key()), error = %error, "panic while processing the record outside the handler (in a classifier, a dead-letter sink or the runtime); stopping with this record uncommitted");
+                    (kept, Finish::Fatal(error))
+                })
+            }),
+        );
         match (&mut record).now_or_never() {
             Some((msg, finish)) => {
                 if !lane_open && matches!(finish, Finish::Fatal(_)) {
@@ -308,6 +351,11 @@ impl Worker {
         stop: CancellationToken,
         _exited: std::sync::mpsc::Sender<()>,
     ) {
+        let _stop_if_unwinding = StopIfUnwinding {
+            fatal: self.cx.fatal.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+        };
         let mut running: Running = FuturesUnordered::new();
         let mut waiting: Option<BoxFuture<'static, ()>> = None;
         let mut stopping = false;
@@ -327,6 +375,9 @@ impl Worker {
                     .fetch_sub(self.unbuffered, AtomicOrdering::Release);
                 self.unbuffered = 0;
             }
+            self.shared
+                .uncommitted
+                .store(self.tracker.outstanding(), AtomicOrdering::Release);
             if stopping && running.is_empty() {
                 break;
             }
@@ -409,7 +460,36 @@ mod tests {
         }
     }
 
+    /// Fails every record whose key is "bad"; the rest succeed.
+    struct FailsBad;
+    impl Handler for FailsBad {
+        fn call(&self, msg: Message) -> HandlerFuture<'static> {
+            Box::pin(async move {
+                if msg.key() == Some(&b"bad"[..]) {
+                    return Err(crate::HandlerError::new(std::fmt::Error));
+                }
+                Ok(())
+            })
+        }
+    }
+    static FAILS_BAD: FailsBad = FailsBad;
+
+    struct PanickingClassifier;
+    impl crate::Classify for PanickingClassifier {
+        fn classify(&self, _: &crate::HandlerError) -> Option<crate::Classification> {
+            panic!("a classifier bug")
+        }
+    }
+
     fn worker_context(global: Arc<Limit>) -> WorkerContext {
+        context_for(global, &MIXED, Policy::DEFAULT.concurrency(4))
+    }
+
+    fn context_for(
+        global: Arc<Limit>,
+        handler: &'static dyn Handler,
+        policy: Policy,
+    ) -> WorkerContext {
         let spec = HandlerSpec {
             name: "mixed",
             module_path: "tests",
@@ -417,14 +497,14 @@ mod tests {
             line: line!(),
             topics: &["t"],
             group: None,
-            policy: Policy::DEFAULT.concurrency(4),
-            handler: &MIXED,
+            policy,
+            handler,
         };
         WorkerContext {
             handler: Arc::new(HandlerRuntime {
                 spec,
                 name: Arc::from("tests::mixed"),
-                concurrency: Some(Arc::new(Limit::new(4))),
+                concurrency: policy.concurrency_limit().map(|n| Arc::new(Limit::new(n))),
                 listeners: Arc::from(Vec::new()),
                 dead_letters: Arc::new(NoSink),
                 group: Arc::from("g"),
@@ -473,5 +553,47 @@ mod tests {
         );
         assert_eq!(global.used(), 0, "global slots leaked");
         assert_eq!(handler_limit.used(), 0, "handler slots leaked");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_outside_the_handler_stops_with_the_record_uncommitted() {
+        static CLASSIFIER: PanickingClassifier = PanickingClassifier;
+        let global = Arc::new(Limit::new(1_000));
+        let cx = context_for(
+            global.clone(),
+            &FAILS_BAD,
+            Policy::DEFAULT.classifier(&CLASSIFIER),
+        );
+        let fatal = cx.fatal.clone();
+        let handle = spawn(&tokio::runtime::Handle::current(), Arc::from("t"), 0, cx);
+        let batch = vec![
+            Message::new("t", 0, 0).with_key("a"),
+            Message::new("t", 0, 1).with_key("bad"),
+            Message::new("t", 0, 2).with_key("b"),
+        ];
+        handle
+            .shared
+            .buffered
+            .fetch_add(batch.len(), AtomicOrdering::Relaxed);
+        handle.records.send(batch).expect("worker is running");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !fatal.shutdown.is_cancelled() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no fatal error reported"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let error = fatal.error.lock().expect("lock").take().expect("an error");
+        match error {
+            Error::Fatal(f) => {
+                assert_eq!((f.partition, f.offset), (0, 1));
+                assert!(f.error.is::<crate::HandlerPanic>(), "{f:?}");
+            }
+            other => panic!("expected a fatal error, got {other:?}"),
+        }
+        // Offset 0 finished; the record that panicked holds the watermark.
+        assert_eq!(handle.shared.committable.load(AtomicOrdering::Acquire), 1);
+        handle.stop.cancel();
     }
 }

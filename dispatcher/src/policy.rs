@@ -209,7 +209,8 @@ impl Policy {
         dead_letter_topic: None,
     };
 
-    /// Errors that retry (replaces the default list of I/O error and timeout).
+    /// Errors that retry (replaces the default, `std::io::Error`; a
+    /// timeout retries either way unless it is classified as fatal).
     pub const fn retry(mut self, types: &'static [ErrorMatcher]) -> Self {
         self.retry = Some(types);
         self
@@ -331,10 +332,13 @@ impl Policy {
         if error.is_decode_error() {
             return Classification::DeadLetter;
         }
-        let retry = match self.retry {
-            Some(list) => list.iter().any(|m| m.matches(error)),
-            None => error.is::<std::io::Error>() || error.is::<HandlerTimeout>(),
-        };
+        // A timeout retries whatever the list says: the attempt was cut
+        // short, not refused.
+        let retry = error.is::<HandlerTimeout>()
+            || match self.retry {
+                Some(list) => list.iter().any(|m| m.matches(error)),
+                None => error.is::<std::io::Error>(),
+            };
         if retry {
             Classification::Retry
         } else {
@@ -454,6 +458,19 @@ mod tests {
                 .retry(&CONFIG)
                 .classify(&HandlerError::new(std::io::Error::other("x"))),
             Classification::DeadLetter
+        );
+        // ... but a timeout retries whatever the list says, unless fatal.
+        let timeout = HandlerError::new(HandlerTimeout {
+            limit: Duration::from_secs(1),
+        });
+        assert_eq!(
+            Policy::DEFAULT.retry(&CONFIG).classify(&timeout),
+            Classification::Retry
+        );
+        static TIMEOUT: [ErrorMatcher; 1] = [ErrorMatcher::of::<HandlerTimeout>("HandlerTimeout")];
+        assert_eq!(
+            Policy::DEFAULT.fatal(&TIMEOUT).classify(&timeout),
+            Classification::Fatal
         );
     }
 

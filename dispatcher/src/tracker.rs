@@ -65,7 +65,6 @@ impl OffsetTracker {
     }
 
     /// Records tracked and not yet below the watermark.
-    #[cfg(test)]
     pub(crate) fn outstanding(&self) -> usize {
         self.pending.len()
     }

@@ -3,7 +3,10 @@
 //! into memory (unordered mode would start every buffered record), and
 //! after the gate opens every record is handled exactly once, in order for
 //! one key, with the committed offset at the end: pausing and resuming the
-//! partition loses and duplicates nothing.
+//! partition loses and duplicates nothing. A record that hangs while the
+//! other keys of its partition race ahead also pauses the partition once
+//! `partition_buffer` records wait behind it uncommitted, so what a crash
+//! would deliver again stays bounded.
 
 use dispatcher::testing::TestKit;
 use dispatcher::{Message, Outcome};
@@ -50,6 +53,9 @@ impl Gate {
 
 static UNBOUNDED_GATE: Gate = Gate::new();
 static KEYED_GATE: Gate = Gate::new();
+static STUCK_GATE: Gate = Gate::new();
+/// Records of the stuck-key topic that started, the stuck one included.
+static STUCK_TOPIC_STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// Unordered and without a concurrency cap: every record handed to the
 /// partition's worker starts at once, so `started` counts what the
@@ -63,6 +69,17 @@ async fn gated_unordered(msg: &Message) -> Result<(), std::io::Error> {
 #[dispatcher::kafka_handler(topic = "it-backpressure-keyed", ordering = key)]
 async fn gated_keyed(msg: &Message) -> Result<(), std::io::Error> {
     KEYED_GATE.pass(msg).await;
+    Ok(())
+}
+
+/// Key mode: the record with key "stuck" waits at the gate; every other
+/// key finishes at once.
+#[dispatcher::kafka_handler(topic = "it-backpressure-stuck", ordering = key)]
+async fn one_key_stuck(msg: &Message) -> Result<(), std::io::Error> {
+    STUCK_TOPIC_STARTED.fetch_add(1, Ordering::SeqCst);
+    if msg.key() == Some(&b"stuck"[..]) {
+        STUCK_GATE.pass(msg).await;
+    }
     Ok(())
 }
 
@@ -181,6 +198,66 @@ async fn pause_and_resume_lose_and_duplicate_nothing_and_keep_key_order() {
             .all(|o| matches!(o, Outcome::Handled { attempts: 1 })),
         "handled on the first attempt"
     );
+    wait_committed_to_end(&kit, topic).await;
+    kit.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_record_bounds_the_uncommitted_records_behind_it() {
+    let topic = "it-backpressure-stuck";
+    let kit = TestKit::start(TestKit::builder().topics([topic]).partition_buffer(BUFFER))
+        .await
+        .expect("start the test kit");
+    let started = || STUCK_TOPIC_STARTED.load(Ordering::SeqCst);
+    let mut published = Vec::with_capacity(RECORDS);
+    let (_, stuck) = kit
+        .publish_to(topic, 0, Some("stuck"), "stuck")
+        .await
+        .expect("publish");
+    published.push(stuck);
+    kit.wait_until("the stuck record to start", Duration::from_secs(60), |_| {
+        STUCK_GATE.started() == 1
+    })
+    .await
+    .expect("the stuck record reaches the handler");
+    // Every later record has its own key: each finishes at once, but none
+    // can be committed while the first record hangs.
+    for i in 1..RECORDS {
+        let (_, o) = kit
+            .publish_to(topic, 0, Some(&format!("k{i}")), format!("r{i}"))
+            .await
+            .expect("publish");
+        published.push(o);
+    }
+    kit.wait_until(
+        "records behind the stuck one to finish",
+        Duration::from_secs(60),
+        |_| started() >= BUFFER,
+    )
+    .await
+    .expect("other keys are not blocked by the stuck one");
+    // Give the dispatcher time to take more than it should, if it would.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let taken = started();
+    assert!(
+        taken <= 5 * BUFFER,
+        "with partition_buffer({BUFFER}) and one record hanging, {taken} of {RECORDS} records were taken in"
+    );
+    let committed = kit
+        .committed_offsets(topic)
+        .await
+        .expect("read the committed offsets");
+    assert!(
+        committed.get(&0).is_none_or(|&c| c <= stuck),
+        "committed {committed:?} past the hanging record at offset {stuck}"
+    );
+    STUCK_GATE.open.store(true, Ordering::SeqCst);
+    kit.wait_until("every record finished", Duration::from_secs(120), |k| {
+        k.finished_count(topic) >= RECORDS
+    })
+    .await
+    .expect("all records handled after the gate opened");
+    assert_eq!(started(), RECORDS, "each record handled once");
     wait_committed_to_end(&kit, topic).await;
     kit.shutdown().await.expect("clean shutdown");
 }
