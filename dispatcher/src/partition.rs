@@ -515,6 +515,27 @@ mod tests {
         }
     }
 
+    /// Sends a batch to a worker the way the poll thread does.
+    fn hand_over(handle: &PartitionHandle, batch: Vec<Message>) {
+        handle
+            .shared
+            .buffered
+            .fetch_add(batch.len(), AtomicOrdering::Relaxed);
+        handle.records.send(batch).expect("worker is running");
+    }
+
+    /// Polls `done` until it holds, failing after 30 s.
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stopped_worker_gives_every_slot_back() {
         let global = Arc::new(Limit::new(100_000));
@@ -526,20 +547,11 @@ mod tests {
             .collect();
         batch.push(Message::new("t", 0, 500).with_key("slow"));
         batch.push(Message::new("t", 0, 501).with_key("slow"));
-        handle
-            .shared
-            .buffered
-            .fetch_add(batch.len(), AtomicOrdering::Relaxed);
-        handle.records.send(batch).expect("worker is running");
-        // Wait (bounded) until everything but the slow key finished.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while handle.shared.committable.load(AtomicOrdering::Acquire) != 500 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "records did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        hand_over(&handle, batch);
+        wait_for("everything but the slow key to finish", || {
+            handle.shared.committable.load(AtomicOrdering::Acquire) == 500
+        })
+        .await;
         assert!(global.used() >= 1, "the slow record holds a slot");
         handle.stop.cancel();
         let exited = tokio::task::spawn_blocking(move || {
@@ -571,19 +583,8 @@ mod tests {
             Message::new("t", 0, 1).with_key("bad"),
             Message::new("t", 0, 2).with_key("b"),
         ];
-        handle
-            .shared
-            .buffered
-            .fetch_add(batch.len(), AtomicOrdering::Relaxed);
-        handle.records.send(batch).expect("worker is running");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !fatal.shutdown.is_cancelled() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no fatal error reported"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        hand_over(&handle, batch);
+        wait_for("a fatal error", || fatal.shutdown.is_cancelled()).await;
         let error = fatal.error.lock().expect("lock").take().expect("an error");
         match error {
             Error::Fatal(f) => {

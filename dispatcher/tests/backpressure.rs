@@ -83,6 +83,40 @@ async fn one_key_stuck(msg: &Message) -> Result<(), std::io::Error> {
     Ok(())
 }
 
+/// Publishes records 1.. of `RECORDS` to partition 0, each with its own
+/// key, while the partition's first record is still unfinished; then checks
+/// that the dispatcher took in (as `taken` counts) at least `BUFFER` of them
+/// but not many more.
+async fn publish_the_rest_and_check_taken_in(
+    kit: &TestKit,
+    topic: &str,
+    published: &mut Vec<i64>,
+    taken: impl Fn() -> usize,
+) {
+    for i in 1..RECORDS {
+        let (_, o) = kit
+            .publish_to(topic, 0, Some(&format!("k{i}")), format!("r{i}"))
+            .await
+            .expect("publish");
+        published.push(o);
+    }
+    kit.wait_until(
+        "the partition's limit to fill",
+        Duration::from_secs(60),
+        |_| taken() >= BUFFER,
+    )
+    .await
+    .expect("records reach the handler");
+    // Give the dispatcher time to take more than it should, if it would:
+    // every record is published and nothing is committed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = taken();
+    assert!(
+        n <= 5 * BUFFER,
+        "with partition_buffer({BUFFER}) and the first record unfinished, {n} of {RECORDS} records were taken in"
+    );
+}
+
 async fn wait_committed_to_end(kit: &TestKit, topic: &str) {
     kit.wait_committed_to_end(topic, Duration::from_secs(30))
         .await
@@ -128,29 +162,9 @@ async fn a_full_partition_buffer_stops_taking_records() {
     })
     .await
     .expect("the first record reaches the handler");
-    for i in 1..RECORDS {
-        let (_, o) = kit
-            .publish_to(topic, 0, Some(&format!("k{i}")), format!("r{i}"))
-            .await
-            .expect("publish");
-        published.push(o);
-    }
-    kit.wait_until(
-        "the partition buffer to fill",
-        Duration::from_secs(60),
-        |_| gate.started() >= BUFFER,
-    )
-    .await
-    .expect("records reach the handler");
-    // Give the dispatcher time to take more than it should, if it would:
-    // every record is published, so without backpressure all of them
-    // would start (nothing caps an unordered handler here).
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let started = gate.started();
-    assert!(
-        started <= 5 * BUFFER,
-        "with partition_buffer({BUFFER}) and nothing finishing, {started} of {RECORDS} records were taken in"
-    );
+    // Nothing caps an unordered handler here: without backpressure every
+    // record would start.
+    publish_the_rest_and_check_taken_in(&kit, topic, &mut published, || gate.started()).await;
     gate.open.store(true, Ordering::SeqCst);
     kit.wait_until("every record finished", Duration::from_secs(120), |k| {
         k.finished_count(topic) >= RECORDS
@@ -222,27 +236,7 @@ async fn a_hanging_record_bounds_the_uncommitted_records_behind_it() {
     .expect("the stuck record reaches the handler");
     // Every later record has its own key: each finishes at once, but none
     // can be committed while the first record hangs.
-    for i in 1..RECORDS {
-        let (_, o) = kit
-            .publish_to(topic, 0, Some(&format!("k{i}")), format!("r{i}"))
-            .await
-            .expect("publish");
-        published.push(o);
-    }
-    kit.wait_until(
-        "records behind the stuck one to finish",
-        Duration::from_secs(60),
-        |_| started() >= BUFFER,
-    )
-    .await
-    .expect("other keys are not blocked by the stuck one");
-    // Give the dispatcher time to take more than it should, if it would.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let taken = started();
-    assert!(
-        taken <= 5 * BUFFER,
-        "with partition_buffer({BUFFER}) and one record hanging, {taken} of {RECORDS} records were taken in"
-    );
+    publish_the_rest_and_check_taken_in(&kit, topic, &mut published, started).await;
     let committed = kit
         .committed_offsets(topic)
         .await
