@@ -220,6 +220,9 @@ impl DispatcherBuilder {
             };
             return Err(Error::NoHandlers { filter });
         }
+        for h in &handlers {
+            h.check_topics()?;
+        }
         let raw = if self.read_env {
             RawConfig::from_env(std::env::vars()).merge(self.raw)
         } else {
