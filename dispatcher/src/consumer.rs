@@ -179,7 +179,7 @@ impl GroupContext {
             });
         handle
             .shared
-            .buffered
+            .held
             .fetch_add(run.len(), AtomicOrdering::Relaxed);
         if handle.records.send(run).is_err() {
             tracing::error!(topic = &*topic, partition, "partition worker is gone; its records will be delivered again after the next rebalance");
@@ -222,25 +222,21 @@ impl GroupContext {
                 && state
                     .partitions
                     .values()
-                    .any(|h| h.shared.buffered.load(AtomicOrdering::Acquire) == 0)
+                    .any(|h| h.shared.held.load(AtomicOrdering::Acquire) == 0)
             {
                 consumer.position().ok()
             } else {
                 None
             };
             for ((topic, partition), h) in state.partitions.iter_mut() {
-                let buffered = h.shared.buffered.load(AtomicOrdering::Acquire);
-                // Records fetched and not committed: those buffered or
-                // running, and finished ones held above a slow record.
-                let held = buffered.max(h.shared.uncommitted.load(AtomicOrdering::Acquire));
+                let held = h.shared.held.load(AtomicOrdering::Acquire);
                 if !h.paused && held >= cap {
                     pause.add_partition(topic, *partition);
                     h.paused = true;
                     tracing::debug!(
                         topic = &**topic,
                         partition,
-                        buffered,
-                        uncommitted = held,
+                        held,
                         "partition holds its limit of fetched, uncommitted records; pausing fetch"
                     );
                 } else if h.paused && held <= cap / 2 {
@@ -249,12 +245,12 @@ impl GroupContext {
                     tracing::debug!(
                         topic = &**topic,
                         partition,
-                        buffered,
-                        "partition buffer drained; resuming fetch"
+                        held,
+                        "partition drained below half its limit; resuming fetch"
                     );
                 }
                 let mut next = h.shared.committable.load(AtomicOrdering::Acquire);
-                if buffered == 0 {
+                if held == 0 {
                     // Every record this worker was given is finished, and
                     // every record polled was given to it: nothing below the
                     // position is unfinished.

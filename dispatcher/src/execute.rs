@@ -3,7 +3,7 @@
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
 use crate::event::{EventListener, Outcome, RecordEvent};
-use crate::handler_error::{HandlerError, HandlerTimeout};
+use crate::handler_error::{panic_message, HandlerError, HandlerTimeout};
 use crate::limit::Limit;
 use crate::message::KeyDisplay;
 use crate::policy::Classification;
@@ -153,7 +153,17 @@ impl HandlerRuntime {
             };
             let now = SystemTime::now();
             let first = *first_failure.get_or_insert(now);
-            let class = policy.classify(&error);
+            // A custom classifier is user code: if it panics, the record's
+            // fate is unknown, so stop with it uncommitted rather than guess.
+            let class = match std::panic::catch_unwind(AssertUnwindSafe(|| policy.classify(&error)))
+            {
+                Ok(class) => class,
+                Err(panic) => {
+                    let panic = HandlerError::from_panic(panic);
+                    tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %KeyDisplay(msg.key()), handler = &*self.name, error = %error.chain_message(), panic = %panic, "the error classifier panicked: stopping the consumer; this record is not committed");
+                    return Finish::Fatal(panic);
+                }
+            };
             let key = KeyDisplay(msg.key());
             match class {
                 Classification::Fatal => {
@@ -223,7 +233,14 @@ impl HandlerRuntime {
             last_failure,
         };
         let key = KeyDisplay(msg.key());
-        match self.dead_letters.publish(msg, &dl).await {
+        // A sink that panics failed to write, like one that returns an error.
+        let published = AssertUnwindSafe(self.dead_letters.publish(msg, &dl))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(format!("the dead-letter sink panicked: {}", panic_message(&*panic)).into())
+            });
+        match published {
             Ok(()) => {
                 tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempts, reason, dead_letter_topic = %topic, error = %dl.error_chain, "record sent to the dead-letter topic");
                 self.emit(
@@ -333,6 +350,7 @@ mod tests {
     struct Sink {
         letters: Mutex<Vec<(String, &'static str, &'static str, u32)>>,
         fail: bool,
+        panic: bool,
     }
 
     impl DeadLetterSink for Sink {
@@ -344,6 +362,9 @@ mod tests {
             Box::pin(async move {
                 if self.fail {
                     return Err("broker unavailable".into());
+                }
+                if self.panic {
+                    panic!("a sink bug");
                 }
                 self.letters.lock().expect("lock").push((
                     l.topic.to_owned(),
@@ -530,6 +551,25 @@ mod tests {
         let (rt, _) = runtime(vec![Step::Other], Policy::DEFAULT, sink);
         match run(&rt).await {
             Finish::Fatal(e) => assert!(e.is::<DeadLetterWriteFailed>(), "{e:?}"),
+            Finish::Done => panic!("expected fatal"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_dead_letter_sink_is_a_failed_write() {
+        let sink = Arc::new(Sink {
+            panic: true,
+            ..Sink::default()
+        });
+        let (rt, _) = runtime(vec![Step::Other], Policy::DEFAULT, sink);
+        match run(&rt).await {
+            Finish::Fatal(e) => {
+                assert!(e.is::<DeadLetterWriteFailed>(), "{e:?}");
+                assert!(
+                    e.chain_message().contains("sink panicked: a sink bug"),
+                    "{e:?}"
+                );
+            }
             Finish::Done => panic!("expected fatal"),
         }
     }

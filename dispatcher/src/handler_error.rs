@@ -53,6 +53,17 @@ impl fmt::Display for HandlerPanic {
 
 impl StdError for HandlerPanic {}
 
+/// The message of a caught panic, when it was a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
 impl HandlerError {
     /// Wraps any standard error.
     pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
@@ -79,14 +90,9 @@ impl HandlerError {
     }
 
     pub(crate) fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
-        let message = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "<non-string panic payload>".to_owned()
-        };
-        HandlerError::new(HandlerPanic { message })
+        HandlerError::new(HandlerPanic {
+            message: panic_message(&*payload),
+        })
     }
 
     /// The Rust type the handler returned as its error, e.g.

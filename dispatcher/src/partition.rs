@@ -3,7 +3,6 @@
 
 use crate::error::FatalError;
 use crate::execute::{Finish, FirstAttempt, HandlerRuntime};
-use crate::handler_error::HandlerError;
 use crate::lanes::{LaneId, Lanes};
 use crate::limit::Limit;
 use crate::message::KeyDisplay;
@@ -13,7 +12,6 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use std::collections::VecDeque;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,13 +23,12 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct PartitionShared {
     /// Next offset to commit; -1 until a record finished.
     pub(crate) committable: AtomicI64,
-    /// Records sent to the worker and not yet finished or dropped.
-    pub(crate) buffered: AtomicUsize,
-    /// Records tracked and not yet below the watermark: unfinished ones and
-    /// finished ones waiting behind an unfinished one. Bounds what a crash
-    /// would deliver again, and the tracker's memory, when one record is
-    /// slow and the rest of its partition races ahead.
-    pub(crate) uncommitted: AtomicUsize,
+    /// Records sent to the worker and not yet below its watermark (nor
+    /// dropped): waiting, running, or finished behind an unfinished one.
+    /// The poll loop pauses the partition on it, which bounds the worker's
+    /// memory and what a crash delivers again, also when one record is slow
+    /// and the rest of its partition races ahead.
+    pub(crate) held: AtomicUsize,
 }
 
 /// The first fatal error of the run, and the signal that stops everything.
@@ -84,8 +81,7 @@ pub(crate) fn spawn(
     let (exit_tx, exit_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
-        buffered: AtomicUsize::new(0),
-        uncommitted: AtomicUsize::new(0),
+        held: AtomicUsize::new(0),
     });
     let stop = CancellationToken::new();
     // A private copy of the handler's runtime: its reference count is
@@ -103,7 +99,7 @@ pub(crate) fn spawn(
         tracker: OffsetTracker::default(),
         ready: VecDeque::new(),
         halted: false,
-        unbuffered: 0,
+        released: 0,
         spare: 0,
     };
     rt.spawn(worker.run(rx, stop.clone(), exit_tx));
@@ -163,8 +159,9 @@ struct Worker {
     ready: VecDeque<Message>,
     /// A fatal error was seen: start nothing more.
     halted: bool,
-    /// Records finished or dropped since `buffered` was last updated.
-    unbuffered: usize,
+    /// Records that passed the watermark or were dropped since `held` was
+    /// last updated.
+    released: usize,
     /// Global slots this worker holds and is not using: taken and given
     /// back in small batches, so the shared counter is not touched per
     /// record. Given back whenever the worker waits.
@@ -177,7 +174,7 @@ impl Worker {
     fn enqueue(&mut self, batch: Vec<Message>, running: &mut Running) {
         for msg in batch {
             if !self.tracker.track(msg.offset()) {
-                self.unbuffered += 1;
+                self.released += 1;
                 continue;
             }
             let Some(msg) = self.lanes.admit(msg) else {
@@ -269,25 +266,10 @@ impl Worker {
             self.lanes.id(&msg)
         };
         let handler = self.cx.handler.clone();
-        // The handler's own panics are caught inside `process`; a panic
-        // there comes from a classifier, a dead-letter sink or the runtime.
-        // The record's fate is then unknown: stop rather than guess, with
-        // its offset uncommitted.
-        let kept = msg.clone();
-        let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(
-            AssertUnwindSafe(async move {
-                let finish = handler.process(&msg, first).await;
-                (msg, finish)
-            })
-            .catch_unwind()
-            .map(move |done| {
-                done.unwrap_or_else(|panic| {
-                    let error = HandlerError::from_panic(panic);
-                    tracing::error!(topic = kept.topic(), partition = kept.partition(), offset = kept.offset(), key = %KeyDisplay(kept.key()), error = %error, "panic while processing the record outside the handler (in a classifier, a dead-letter sink or the runtime); stopping with this record uncommitted");
-                    (kept, Finish::Fatal(error))
-                })
-            }),
-        );
+        let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
+            let finish = handler.process(&msg, first).await;
+            (msg, finish)
+        });
         match (&mut record).now_or_never() {
             Some((msg, finish)) => {
                 if !lane_open && matches!(finish, Finish::Fatal(_)) {
@@ -309,10 +291,11 @@ impl Worker {
         self.release_slots(1);
         match finish {
             Finish::Done => {
-                self.unbuffered += 1;
+                let before = self.tracker.outstanding();
                 if let Some(next) = self.tracker.finish(msg.offset()) {
                     self.shared.committable.store(next, AtomicOrdering::Release);
                 }
+                self.released += before - self.tracker.outstanding();
                 if lane_open {
                     if let Some(next) = self.lanes.release(&msg) {
                         self.ready.push_back(next);
@@ -322,7 +305,7 @@ impl Worker {
             Finish::Fatal(error) => {
                 // The record stays unfinished, so the watermark stays below
                 // it, and its lane stays blocked. It also stays counted as
-                // buffered: the partition never looks idle, so the poll loop
+                // held: the partition never looks idle, so the poll loop
                 // never commits the consumer's position past it.
                 self.halted = true;
                 self.cx.fatal.report(Error::Fatal(Box::new(FatalError {
@@ -342,7 +325,7 @@ impl Worker {
     fn drop_queued(&mut self) {
         let dropped = self.ready.len() + self.lanes.clear();
         self.ready.clear();
-        self.unbuffered += dropped;
+        self.released += dropped;
     }
 
     async fn run(
@@ -369,15 +352,12 @@ impl Worker {
                     waiting = Some(self.wait_slots());
                 }
             }
-            if self.unbuffered > 0 {
+            if self.released > 0 {
                 self.shared
-                    .buffered
-                    .fetch_sub(self.unbuffered, AtomicOrdering::Release);
-                self.unbuffered = 0;
+                    .held
+                    .fetch_sub(self.released, AtomicOrdering::Release);
+                self.released = 0;
             }
-            self.shared
-                .uncommitted
-                .store(self.tracker.outstanding(), AtomicOrdering::Release);
             if stopping && running.is_empty() {
                 break;
             }
@@ -519,7 +499,7 @@ mod tests {
     fn hand_over(handle: &PartitionHandle, batch: Vec<Message>) {
         handle
             .shared
-            .buffered
+            .held
             .fetch_add(batch.len(), AtomicOrdering::Relaxed);
         handle.records.send(batch).expect("worker is running");
     }
