@@ -9,7 +9,8 @@
 //! KAFKA_BROKERS=localhost:9092 cargo run --example quickstart   # a real cluster
 //! ```
 
-use dispatcher::{kafka_handler, Dispatcher, Json, Message, Outcome, RecordEvent};
+use dispatcher::event::{Outcome, RecordEvent};
+use dispatcher::{kafka_handler, Dispatcher, Json, Message};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,22 +1,38 @@
 //! The `#[kafka_handler]` attribute. Use it through the `dispatcher` crate,
 //! which re-exports it; this crate has no API of its own.
 
-mod duration;
 mod handler;
-mod topic;
 
 use proc_macro::TokenStream;
 
 /// Turns an `async fn` into a registered Kafka record handler.
 ///
-/// ```ignore
+/// ```
 /// use dispatcher::{kafka_handler, Json};
 ///
-/// #[kafka_handler(topic = "orders", retry = std::io::Error, max_attempts = 5)]
+/// #[derive(serde::Deserialize)]
+/// struct Order {
+///     id: u64,
+///     amount_cents: i64,
+/// }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("the rules service is misconfigured")]
+/// struct ConfigError;
+///
+/// #[kafka_handler(topic = "orders", retry = std::io::Error, fatal = ConfigError, max_attempts = 5)]
 /// async fn on_order(order: Json<Order>) -> Result<(), anyhow::Error> {
-///     billing::charge(&order).await?;
+///     if order.amount_cents < 0 {
+///         anyhow::bail!("order {} has a negative amount", order.id);
+///     }
 ///     Ok(())
 /// }
+///
+/// # fn main() {
+/// let handlers = dispatcher::handler::registered();
+/// assert_eq!(handlers[0].name, "on_order");
+/// assert_eq!(handlers[0].policy.max_attempts(), 5);
+/// # }
 /// ```
 ///
 /// `dispatcher::run()` finds every handler declared this way; there is
@@ -31,7 +47,7 @@ use proc_macro::TokenStream;
 ///              | "group" = "<consumer group id>"
 ///              | "retry" = types                   errors that are retried
 ///              | "fatal" = types                   errors that stop the consumer
-///              | "policy" = path                   a const, static or unit struct implementing Classify
+///              | "policy" = path                   a const, static or unit struct implementing dispatcher::policy::Classify
 ///              | "max_attempts" = <integer >= 1>
 ///              | "backoff" = backoff
 ///              | "timeout" = duration              limit of each attempt
@@ -53,7 +69,7 @@ use proc_macro::TokenStream;
 ///
 /// - The function is a free, non-generic `async fn` (no `self`, no type or
 ///   const parameters, no `impl Trait` arguments; lifetimes are fine).
-/// - Every argument type implements `dispatcher::FromMessage`: `Message`,
+/// - Every argument type implements `dispatcher::extract::FromMessage`: `Message`,
 ///   `&Message`, `Json<T>` (`T: DeserializeOwned`), `&[u8]`, `Vec<u8>`,
 ///   `bytes::Bytes`, `&str`, `String`, or `Option<_>` of a payload form
 ///   (`None` for a tombstone). Any number of arguments, zero included.
@@ -61,7 +77,7 @@ use proc_macro::TokenStream;
 ///   `Result`, so `anyhow::Result<()>` works) with `Ok` type `()` and an
 ///   error that is a `std::error::Error + Send + Sync + 'static`,
 ///   `anyhow::Error`, `Box<dyn Error + Send + Sync>` or
-///   `dispatcher::HandlerError`.
+///   `dispatcher::handler::HandlerError`.
 /// - The future is `Send` (do not hold an `Rc` or a `RefCell` borrow
 ///   across an `.await`).
 /// - Topic names follow Kafka's rules: 1 to 249 characters from
@@ -93,7 +109,7 @@ use proc_macro::TokenStream;
 /// so IDEs keep working). Beside it, inside `const _: () = { ... };` so no
 /// name leaks:
 ///
-/// ```ignore
+/// ```text
 /// struct __DispatcherHandler;
 /// impl ::dispatcher::__private::Handler for __DispatcherHandler {
 ///     fn call(&self, __msg: Message) -> HandlerFuture<'static> {
@@ -120,12 +136,11 @@ use proc_macro::TokenStream;
 /// // Spanned at each type: a type that is not an error is reported there.
 /// static __DISPATCHER_RETRY: [ErrorMatcher; 1] = [ErrorMatcher::of::<std::io::Error>("std::io::Error")];
 /// inventory::submit! {
-///     Registration(HandlerSpec {
-///         name: "on_order", module_path: module_path!(), file: file!(), line: line!(),
-///         topics: &["orders"], group: None,
-///         policy: Policy::DEFAULT.retry(&__DISPATCHER_RETRY).max_attempts(5),
-///         handler: &__DispatcherHandler,
-///     })
+///     Registration(
+///         HandlerSpec::new("on_order", &["orders"], &__DispatcherHandler)
+///             .declared_at(module_path!(), file!(), line!())
+///             .with_policy(Policy::DEFAULT.with_retry(&__DISPATCHER_RETRY).with_max_attempts(5))
+///     )
 /// }
 /// ```
 ///
@@ -134,7 +149,7 @@ use proc_macro::TokenStream;
 /// `ErrorTypeIsListedInBothRetryAndFatal`, reported at the `fatal` type)
 /// when the two are the same type under different names:
 ///
-/// ```ignore
+/// ```text
 /// const _: () = {
 ///     trait ErrorTypeIsListedInBothRetryAndFatal {}
 ///     impl ErrorTypeIsListedInBothRetryAndFatal for RetryType {}

@@ -12,9 +12,10 @@
 //! dispatcher runs so that both see the same machine, and the median is
 //! reported.
 
-use dispatcher::{
-    Dispatcher, EmbeddedBroker, Handler, HandlerFuture, HandlerSpec, Message, Ordering, Policy,
-};
+use dispatcher::broker::EmbeddedBroker;
+use dispatcher::handler::{Handler, HandlerFuture, HandlerSpec};
+use dispatcher::policy::{OrderingMode as Ordering, Policy};
+use dispatcher::{Dispatcher, Message};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -117,16 +118,8 @@ fn dispatched(
 ) -> f64 {
     COUNT.store(0, AtomicOrdering::SeqCst);
     *FIRST.lock().expect("lock") = None;
-    let spec = HandlerSpec {
-        name: label,
-        module_path: "bench",
-        file: file!(),
-        line: line!(),
-        topics: &[TOPIC],
-        group: None,
-        policy: Policy::DEFAULT.ordering(ordering),
-        handler: &NOOP,
-    };
+    let spec = HandlerSpec::new(label, &[TOPIC], &NOOP)
+        .with_policy(Policy::DEFAULT.with_ordering(ordering));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

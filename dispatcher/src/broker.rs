@@ -1,8 +1,10 @@
-//! The embedded development broker: librdkafka's mock cluster, in process.
+//! The embedded development broker: librdkafka's mock cluster, in process,
+//! with fault injection for tests.
 
 use crate::error::{Error, Result};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +22,87 @@ pub struct EmbeddedBroker {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A kind of request whose responses can be made to fail, with
+/// [`EmbeddedBroker::fail_requests`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    /// Reading records.
+    Fetch,
+    /// Writing records (dead letters, among others).
+    Produce,
+    /// Committing offsets.
+    OffsetCommit,
+    /// Joining a consumer group.
+    JoinGroup,
+    /// Receiving a group assignment.
+    SyncGroup,
+    /// Staying in a consumer group.
+    Heartbeat,
+}
+
+impl Request {
+    fn api_key(self) -> RDKafkaApiKey {
+        match self {
+            Request::Fetch => RDKafkaApiKey::Fetch,
+            Request::Produce => RDKafkaApiKey::Produce,
+            Request::OffsetCommit => RDKafkaApiKey::OffsetCommit,
+            Request::JoinGroup => RDKafkaApiKey::JoinGroup,
+            Request::SyncGroup => RDKafkaApiKey::SyncGroup,
+            Request::Heartbeat => RDKafkaApiKey::Heartbeat,
+        }
+    }
+}
+
+/// A Kafka protocol error a failed response carries, by Kafka's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(non_camel_case_types)]
+pub enum BrokerError {
+    /// The group coordinator is still loading: retriable.
+    COORDINATOR_LOAD_IN_PROGRESS,
+    /// This broker is not the group coordinator: retriable.
+    NOT_COORDINATOR,
+    /// This broker is not the partition's leader: retriable.
+    NOT_LEADER_OR_FOLLOWER,
+    /// The request timed out: retriable.
+    REQUEST_TIMED_OUT,
+    /// The record is larger than the broker accepts.
+    MESSAGE_TOO_LARGE,
+    /// The client may not read or write the topic.
+    TOPIC_AUTHORIZATION_FAILED,
+    /// The client may not use the consumer group.
+    GROUP_AUTHORIZATION_FAILED,
+    /// Another member uses the same `group.instance.id`: fatal for the
+    /// consumer.
+    FENCED_INSTANCE_ID,
+    /// The connection is closed instead of answering.
+    DISCONNECT,
+}
+
+impl BrokerError {
+    fn code(self) -> RDKafkaRespErr {
+        use RDKafkaRespErr as E;
+        match self {
+            BrokerError::COORDINATOR_LOAD_IN_PROGRESS => {
+                E::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS
+            }
+            BrokerError::NOT_COORDINATOR => E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            BrokerError::NOT_LEADER_OR_FOLLOWER => E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            BrokerError::REQUEST_TIMED_OUT => E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            BrokerError::MESSAGE_TOO_LARGE => E::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+            BrokerError::TOPIC_AUTHORIZATION_FAILED => {
+                E::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+            }
+            BrokerError::GROUP_AUTHORIZATION_FAILED => {
+                E::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
+            }
+            BrokerError::FENCED_INSTANCE_ID => E::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+            BrokerError::DISCONNECT => E::RD_KAFKA_RESP_ERR__TRANSPORT,
+        }
+    }
+}
+
 impl EmbeddedBroker {
     /// Starts a mock cluster with `brokers` brokers.
     pub fn start(brokers: i32) -> Result<Self> {
@@ -31,7 +114,7 @@ impl EmbeddedBroker {
                 let cluster = match MockCluster::new(brokers) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(Error::EmbeddedBroker(e.to_string())));
+                        let _ = ready_tx.send(Err(Error::embedded("starting the mock cluster", e)));
                         return;
                     }
                 };
@@ -42,12 +125,10 @@ impl EmbeddedBroker {
                     job(&cluster);
                 }
             })
-            .map_err(|e| Error::EmbeddedBroker(e.to_string()))?;
+            .map_err(|e| Error::embedded("starting its thread", e))?;
         let bootstrap = ready_rx
             .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| {
-                Error::EmbeddedBroker("the mock cluster did not start within 30 s".into())
-            })??;
+            .map_err(|e| Error::embedded("waiting 30 s for the mock cluster to start", e))??;
         Ok(EmbeddedBroker {
             bootstrap,
             jobs: Some(jobs_tx),
@@ -77,53 +158,66 @@ impl EmbeddedBroker {
     /// Runs `f` on the mock cluster's thread and returns its result.
     fn with_cluster<T: Send + 'static>(
         &self,
+        what: &str,
         f: impl FnOnce(&MockCluster<'static, DefaultProducerContext>) -> T + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::channel();
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| Error::EmbeddedBroker("stopped".into()))?;
+        let stopped = || Error::embedded(what.to_owned(), "the broker thread has stopped");
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         jobs.send(Box::new(move |c| {
             let _ = tx.send(f(c));
         }))
-        .map_err(|_| Error::EmbeddedBroker("the broker thread has stopped".into()))?;
-        rx.recv()
-            .map_err(|_| Error::EmbeddedBroker("the broker thread has stopped".into()))
+        .map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())
     }
 
     /// Creates `topic` with `partitions` partitions; an existing topic is
     /// left as it is.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
-        let topic = topic.to_owned();
-        self.with_cluster(move |c| c.create_topic(&topic, partitions, 1))?
-            .or_else(|e| match e.rdkafka_error_code() {
-                Some(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
-                _ => Err(Error::EmbeddedBroker(format!("cannot create topic: {e}"))),
-            })
+        let name = topic.to_owned();
+        self.with_cluster("creating a topic", move |c| {
+            c.create_topic(&name, partitions, 1)
+        })?
+        .or_else(|e| match e.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
+            _ => Err(Error::embedded(format!("creating topic {topic:?}"), e)),
+        })
     }
 
     /// Takes broker `id` (1-based) down, to test outages.
     pub fn broker_down(&self, id: i32) -> Result<()> {
-        self.with_cluster(move |c| c.broker_down(id))?
-            .map_err(|e| Error::EmbeddedBroker(e.to_string()))
+        self.with_cluster("taking a broker down", move |c| c.broker_down(id))?
+            .map_err(|e| Error::embedded(format!("taking broker {id} down"), e))
     }
 
     /// Brings broker `id` back up.
     pub fn broker_up(&self, id: i32) -> Result<()> {
-        self.with_cluster(move |c| c.broker_up(id))?
-            .map_err(|e| Error::EmbeddedBroker(e.to_string()))
+        self.with_cluster("bringing a broker up", move |c| c.broker_up(id))?
+            .map_err(|e| Error::embedded(format!("bringing broker {id} up"), e))
+    }
+
+    /// Makes the next `count` requests of kind `request`, from any client,
+    /// fail with `error`.
+    pub fn fail_requests(&self, request: Request, error: BrokerError, count: usize) -> Result<()> {
+        self.with_cluster("injecting request errors", move |c| {
+            c.request_errors(request.api_key(), &vec![error.code(); count]);
+        })
     }
 
     /// Makes the next `count` offset-commit requests fail with a retriable
     /// coordinator error, to test commit failure handling.
     pub fn fail_next_commits(&self, count: usize) -> Result<()> {
-        self.with_cluster(move |c| {
-            let errors = vec![
-                    rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
-                    count
-                ];
-            c.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, &errors);
+        self.fail_requests(
+            Request::OffsetCommit,
+            BrokerError::COORDINATOR_LOAD_IN_PROGRESS,
+            count,
+        )
+    }
+
+    /// Ends every injected failure of `request` that has not happened yet.
+    pub fn clear_failures(&self, request: Request) -> Result<()> {
+        self.with_cluster("clearing request errors", move |c| {
+            c.clear_request_errors(request.api_key());
         })
     }
 }

@@ -1,19 +1,20 @@
 //! Configuring a dispatcher: handlers, settings, listeners, the broker.
 
 use crate::broker::EmbeddedBroker;
-use crate::config::{self, Field, Knob, RawConfig};
+use crate::config::{self, ConfigError, Field, Knob, RawConfig, Settings};
 use crate::dead_letter::DeadLetterSink;
-use crate::dispatcher::Dispatcher;
 use crate::error::{Error, Result};
 use crate::event::{EventListener, RecordEvent};
-use crate::HandlerSpec;
+use crate::handler::{self, HandlerSpec};
+use crate::policy::RetrySchedule;
+use crate::run::Dispatcher;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Keeps a handler when it returns true.
-pub(crate) type HandlerFilter = Box<dyn Fn(&HandlerSpec) -> bool + Send + Sync>;
+type HandlerFilter = Box<dyn Fn(&HandlerSpec) -> bool + Send + Sync>;
 
 /// Configures a [`Dispatcher`]. Settings given here win over the
 /// environment.
@@ -31,15 +32,15 @@ pub(crate) type HandlerFilter = Box<dyn Fn(&HandlerSpec) -> bool + Send + Sync>;
 /// ```
 #[must_use]
 pub struct DispatcherBuilder {
-    pub(crate) raw: RawConfig,
-    pub(crate) read_env: bool,
-    pub(crate) registered: bool,
-    pub(crate) extra: Vec<HandlerSpec>,
-    pub(crate) filters: Vec<(String, HandlerFilter)>,
-    pub(crate) listeners: Vec<EventListener>,
-    pub(crate) signals: bool,
-    pub(crate) broker: Option<Arc<EmbeddedBroker>>,
-    pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+    raw: RawConfig,
+    read_env: bool,
+    registered: bool,
+    extra: Vec<HandlerSpec>,
+    filters: Vec<(String, HandlerFilter)>,
+    listeners: Vec<EventListener>,
+    signals: bool,
+    broker: Option<Arc<EmbeddedBroker>>,
+    sink: Option<Arc<dyn DeadLetterSink>>,
 }
 
 impl std::fmt::Debug for DispatcherBuilder {
@@ -50,14 +51,37 @@ impl std::fmt::Debug for DispatcherBuilder {
     }
 }
 
+impl Default for DispatcherBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DispatcherBuilder {
+    /// A builder with nothing set: the environment and the registered
+    /// handlers are read at [`build`](Self::build).
+    pub fn new() -> Self {
+        DispatcherBuilder {
+            raw: RawConfig::default(),
+            read_env: true,
+            registered: true,
+            extra: Vec::new(),
+            filters: Vec::new(),
+            listeners: Vec::new(),
+            signals: true,
+            broker: None,
+            sink: None,
+        }
+    }
+
     /// Bootstrap servers, e.g. `broker1:9092,broker2:9092` (env `KAFKA_BROKERS`).
     pub fn brokers(mut self, servers: impl Into<String>) -> Self {
         self.raw.set(Field::Brokers, servers.into());
         self
     }
 
-    /// The consumer group (env `KAFKA_GROUP_ID`; default: the program name).
+    /// The consumer group (env `KAFKA_GROUP_ID`; default: the program's
+    /// name, the executable's file name).
     pub fn group_id(mut self, group: impl Into<String>) -> Self {
         self.raw.set(Field::GroupId, group.into());
         self
@@ -83,28 +107,74 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Records a partition may hold fetched and not yet committed (buffered,
-    /// running, or finished behind a slower record) before its fetching
-    /// pauses (env `DISPATCHER_PARTITION_BUFFER`; default 5 000). This also
-    /// bounds what a crash delivers again.
+    /// Records a partition may hold taken from Kafka and not yet committed
+    /// (waiting, running, or finished behind a slower record); the
+    /// partition is not read from while it holds that many (env
+    /// `DISPATCHER_PARTITION_BUFFER`; default 5 000).
+    ///
+    /// After a crash, the records delivered again are those after the last
+    /// committed offset: at most this many per partition, plus those
+    /// finished within the last commit interval.
     pub fn partition_buffer(mut self, n: usize) -> Self {
         self.raw.set_knob(Knob::PartitionBuffer, n as u64);
+        self
+    }
+
+    /// Bytes (keys, payloads, headers) a partition may hold taken from
+    /// Kafka and not yet committed; the partition is not read from while it
+    /// holds that much, so the last record taken may pass the limit (env
+    /// `DISPATCHER_PARTITION_BUFFER_BYTES`; default 16 MiB). Besides this,
+    /// librdkafka prefetches up to `queued.max.messages.kbytes` (4 MiB by
+    /// default here) plus one fetch per assigned partition.
+    pub fn partition_buffer_bytes(mut self, n: usize) -> Self {
+        self.raw.set_knob(Knob::PartitionBufferBytes, n as u64);
         self
     }
 
     /// How often finished offsets are committed (env
     /// `DISPATCHER_COMMIT_INTERVAL_MS`; default 1 s).
     pub fn commit_interval(mut self, every: Duration) -> Self {
-        self.raw
-            .set_knob(Knob::CommitIntervalMs, every.as_millis() as u64);
+        self.raw.set_knob(Knob::CommitIntervalMs, millis(every));
+        self
+    }
+
+    /// How long the synchronous commit on revoke and shutdown may take
+    /// before it is given up, with a warning (env
+    /// `DISPATCHER_COMMIT_TIMEOUT_MS`; default 5 s). A shutdown takes at
+    /// most the drain timeout plus this, whatever the brokers do.
+    pub fn commit_timeout(mut self, limit: Duration) -> Self {
+        self.raw.set_knob(Knob::CommitTimeoutMs, millis(limit));
         self
     }
 
     /// How long in-flight records may run on revoke and shutdown (env
-    /// `DISPATCHER_DRAIN_TIMEOUT_MS`; default 10 s).
+    /// `DISPATCHER_DRAIN_TIMEOUT_MS`; default 10 s). With the commit
+    /// timeout it must fit within librdkafka's `max.poll.interval.ms`.
     pub fn drain_timeout(mut self, limit: Duration) -> Self {
-        self.raw
-            .set_knob(Knob::DrainTimeoutMs, limit.as_millis() as u64);
+        self.raw.set_knob(Knob::DrainTimeoutMs, millis(limit));
+        self
+    }
+
+    /// How long an error of the Kafka client (not of a record) may keep
+    /// repeating while nothing is consumed before `run()` stops with it
+    /// (env `DISPATCHER_ERROR_TIMEOUT_MS`; default 5 min). Fatal client
+    /// errors stop it at once.
+    pub fn error_timeout(mut self, limit: Duration) -> Self {
+        self.raw.set_knob(Knob::ErrorTimeoutMs, millis(limit));
+        self
+    }
+
+    /// How a dead-letter write is retried before the record is declared
+    /// fatal (default: 5 attempts, from 200 ms doubling up to 5 s).
+    pub fn dead_letter_retry(mut self, schedule: RetrySchedule) -> Self {
+        self.raw.dead_letter_retry = Some(schedule);
+        self
+    }
+
+    /// How the synchronous commit on revoke and shutdown is retried, within
+    /// the commit timeout (default: 3 attempts, 100 ms then 200 ms apart).
+    pub fn commit_retry(mut self, schedule: RetrySchedule) -> Self {
+        self.raw.commit_retry = Some(schedule);
         self
     }
 
@@ -197,31 +267,9 @@ impl DispatcherBuilder {
     /// Validates the handlers and the configuration and, when no brokers are
     /// configured, starts the embedded broker and creates the topics.
     pub fn build(self) -> Result<Dispatcher> {
-        let mut handlers: Vec<HandlerSpec> = if self.registered {
-            crate::registered_handlers()
-        } else {
-            Vec::new()
-        };
-        handlers.extend(self.extra);
-        let before = handlers.len();
-        handlers.retain(|h| self.filters.iter().all(|(_, f)| f(h)));
-        if handlers.is_empty() {
-            let filter = if before > 0 {
-                format!(
-                    " (the builder filters {} removed all {before})",
-                    self.filters
-                        .iter()
-                        .map(|(l, _)| l.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            } else {
-                String::new()
-            };
-            return Err(Error::NoHandlers { filter });
-        }
+        let handlers = self.selected_handlers()?;
         for h in &handlers {
-            h.check_topics()?;
+            h.check()?;
         }
         let raw = if self.read_env {
             RawConfig::from_env(std::env::vars()).merge(self.raw)
@@ -229,52 +277,8 @@ impl DispatcherBuilder {
             self.raw
         };
         let settings = raw.validate(&config::program_name())?;
-        for (name, limit, origin) in &settings.handler_concurrency {
-            let mut found = false;
-            for h in handlers
-                .iter_mut()
-                .filter(|h| h.name == name || h.qualified_name() == *name)
-            {
-                h.policy = h.policy.concurrency(*limit);
-                found = true;
-            }
-            if !found {
-                let known: Vec<String> = handlers.iter().map(HandlerSpec::qualified_name).collect();
-                return Err(Error::config(
-                    config::ENV_HANDLER_CONCURRENCY,
-                    &format!("{name}={limit}"),
-                    origin,
-                    format!(
-                        "no handler is called {name:?}; the handlers are {}",
-                        known.join(", ")
-                    ),
-                ));
-            }
-        }
-        // One handler per topic per group.
-        let mut groups: BTreeMap<String, Vec<HandlerSpec>> = BTreeMap::new();
-        for h in handlers {
-            let group = h
-                .group
-                .map(str::to_owned)
-                .unwrap_or_else(|| settings.group_id.value.clone());
-            groups.entry(group).or_default().push(h);
-        }
-        for (group, specs) in &groups {
-            let mut seen: HashMap<&str, &HandlerSpec> = HashMap::new();
-            for h in specs {
-                for t in h.topics {
-                    if let Some(first) = seen.insert(t, h) {
-                        return Err(Error::DuplicateTopic {
-                            topic: (*t).to_owned(),
-                            group: group.clone(),
-                            first: format!("{} ({})", first.qualified_name(), first.location()),
-                            second: format!("{} ({})", h.qualified_name(), h.location()),
-                        });
-                    }
-                }
-            }
-        }
+        let handlers = with_concurrency_overrides(handlers, &settings)?;
+        let groups = by_consumer_group(handlers, &settings)?;
         let (brokers, broker) = match (&settings.brokers, self.broker) {
             (Some(b), _) => (b.value.clone(), None),
             (None, Some(shared)) => (shared.bootstrap_servers().to_owned(), Some(shared)),
@@ -285,17 +289,7 @@ impl DispatcherBuilder {
             }
         };
         if let Some(b) = &broker {
-            for specs in groups.values() {
-                for h in specs {
-                    for t in h.topics {
-                        b.create_topic(t, settings.embedded_partitions)?;
-                        b.create_topic(
-                            &h.policy.dead_letter_topic_for(t),
-                            settings.embedded_partitions,
-                        )?;
-                    }
-                }
-            }
+            create_topics(b, &groups, settings.embedded_partitions)?;
         }
         tracing::info!(group = %settings.group_id.value, origin = %settings.group_id.origin, "consumer group");
         Ok(Dispatcher {
@@ -309,4 +303,122 @@ impl DispatcherBuilder {
             sink: self.sink,
         })
     }
+
+    /// The registered handlers and the added ones, through the filters;
+    /// an error when none is left.
+    fn selected_handlers(&self) -> Result<Vec<HandlerSpec>> {
+        let mut handlers = if self.registered {
+            handler::registered()
+        } else {
+            Vec::new()
+        };
+        handlers.extend(self.extra.iter().copied());
+        let before = handlers.len();
+        handlers.retain(|h| self.filters.iter().all(|(_, f)| f(h)));
+        if !handlers.is_empty() {
+            return Ok(handlers);
+        }
+        let filter = if before > 0 {
+            format!(
+                " (the builder filters {} removed all {before})",
+                self.filters
+                    .iter()
+                    .map(|(l, _)| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        };
+        Err(Error::NoHandlers { filter })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Applies the configured per-handler concurrency limits; a limit for a
+/// handler that does not exist is an error with a did-you-mean.
+fn with_concurrency_overrides(
+    mut handlers: Vec<HandlerSpec>,
+    settings: &Settings,
+) -> Result<Vec<HandlerSpec>> {
+    for (name, limit, origin) in &settings.handler_concurrency {
+        let mut found = false;
+        for h in handlers
+            .iter_mut()
+            .filter(|h| h.name == name || h.qualified_name() == *name)
+        {
+            h.policy = h.policy.with_concurrency(*limit);
+            found = true;
+        }
+        if !found {
+            let known: Vec<String> = handlers.iter().map(HandlerSpec::qualified_name).collect();
+            let names = known
+                .iter()
+                .map(String::as_str)
+                .chain(handlers.iter().map(|h| h.name));
+            let hint = dispatcher_rules::suggest::hint(name, names);
+            return Err(ConfigError::new(
+                config::ENV_HANDLER_CONCURRENCY,
+                &format!("{name}={limit}"),
+                origin,
+                format!(
+                    "no handler is called {name:?}{hint}; the handlers are {}",
+                    known.join(", ")
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(handlers)
+}
+
+/// The handlers of each consumer group; two handlers claiming one topic in
+/// one group is an error naming both.
+fn by_consumer_group(
+    handlers: Vec<HandlerSpec>,
+    settings: &Settings,
+) -> Result<BTreeMap<String, Vec<HandlerSpec>>> {
+    let mut groups: BTreeMap<String, Vec<HandlerSpec>> = BTreeMap::new();
+    for h in handlers {
+        let group = h
+            .group
+            .map(str::to_owned)
+            .unwrap_or_else(|| settings.group_id.value.clone());
+        groups.entry(group).or_default().push(h);
+    }
+    for (group, specs) in &groups {
+        let mut seen: HashMap<&str, &HandlerSpec> = HashMap::new();
+        for h in specs {
+            for t in h.topics {
+                if let Some(first) = seen.insert(t, h) {
+                    return Err(Error::DuplicateTopic {
+                        topic: (*t).to_owned(),
+                        group: group.clone(),
+                        first: format!("{} ({})", first.qualified_name(), first.location()),
+                        second: format!("{} ({})", h.qualified_name(), h.location()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Creates every handler topic and dead-letter topic on the embedded
+/// broker.
+fn create_topics(
+    broker: &EmbeddedBroker,
+    groups: &BTreeMap<String, Vec<HandlerSpec>>,
+    partitions: i32,
+) -> Result<()> {
+    for h in groups.values().flatten() {
+        for t in h.topics {
+            broker.create_topic(t, partitions)?;
+            broker.create_topic(&h.dead_letter_topic(t), partitions)?;
+        }
+    }
+    Ok(())
 }

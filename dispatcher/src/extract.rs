@@ -1,6 +1,6 @@
 //! Handler arguments: how a record becomes the values a handler asks for.
 
-use crate::Message;
+use crate::message::Message;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -17,7 +17,7 @@ use std::fmt;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a `#[kafka_handler]` argument",
     label = "not built from a Kafka record",
-    note = "handler arguments implement `dispatcher::FromMessage`: `Message`, `&Message`, `Json<T>`, `&[u8]`, `Vec<u8>`, `bytes::Bytes`, `&str`, `String`, or `Option<_>` of a payload form"
+    note = "handler arguments implement `dispatcher::extract::FromMessage`: `Message`, `&Message`, `Json<T>`, `&[u8]`, `Vec<u8>`, `bytes::Bytes`, `&str`, `String`, or `Option<_>` of a payload form"
 )]
 pub trait FromMessage<'a>: Sized {
     /// Builds the argument from the record.
@@ -25,48 +25,56 @@ pub trait FromMessage<'a>: Sized {
 }
 
 /// A payload that could not be turned into the type a handler asked for.
+///
+/// Its message names the expected type as a user writes it (`Json<Order>`);
+/// the parser's own error, when there is one, is its [`source`], so a cause
+/// chain shows each cause once.
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug)]
 pub struct DecodeError {
-    expected: &'static str,
-    reason: String,
+    expected: String,
+    reason: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl DecodeError {
-    /// A decode failure with a reason and no underlying error.
-    pub fn new(expected: &'static str, reason: impl Into<String>) -> Self {
+    /// A decode failure with a reason and no underlying error. `expected`
+    /// is the type the handler asked for; module paths are dropped from it
+    /// (`my_app::Order` is shown as `Order`).
+    pub fn new(expected: &str, reason: impl Into<String>) -> Self {
         DecodeError {
-            expected,
-            reason: reason.into(),
+            expected: crate::type_name::short(expected),
+            reason: Some(reason.into()),
             source: None,
         }
     }
 
     /// A decode failure caused by `source`.
     pub fn with_source(
-        expected: &'static str,
+        expected: &str,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         DecodeError {
-            expected,
-            reason: source.to_string(),
+            expected: crate::type_name::short(expected),
+            reason: None,
             source: Some(Box::new(source)),
         }
     }
 
-    /// What the handler expected, e.g. `Json<my_app::Order>`.
+    /// What the handler expected, e.g. `Json<Order>`.
     pub fn expected(&self) -> &str {
-        self.expected
+        &self.expected
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "payload is not a valid {}: {}",
-            self.expected, self.reason
-        )
+        write!(f, "payload is not a valid {}", self.expected)?;
+        match &self.reason {
+            Some(reason) => write!(f, ": {reason}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -205,8 +213,11 @@ mod tests {
         );
         let bad = Message::new("t", 0, 1).with_payload("not json");
         let err = Json::<Order>::from_message(&bad).expect_err("invalid");
-        assert!(err.to_string().contains("payload is not a valid"), "{err}");
-        assert!(std::error::Error::source(&err).is_some());
+        // The type as a user writes it, and the parser's words only in the
+        // source, so a cause chain says them once.
+        assert_eq!(err.to_string(), "payload is not a valid Json<Order>");
+        let source = std::error::Error::source(&err).expect("the parser's error");
+        assert_eq!(source.to_string(), "expected ident at line 1 column 2");
     }
 
     #[test]

@@ -1,45 +1,31 @@
 #![doc = include_str!("../../README.md")]
 
-mod broker;
 mod builder;
-mod config;
-mod consumer;
-mod dead_letter;
-mod dispatcher;
-mod error;
-mod event;
-mod execute;
-mod extract;
-mod fetch;
-mod handler;
-mod handler_error;
-mod lanes;
-mod limit;
-mod logging;
-mod message;
-mod partition;
-mod policy;
+mod engine;
+mod run;
+mod type_name;
+
+pub mod broker;
+pub mod config;
+pub mod dead_letter;
+pub mod error;
+pub mod event;
+pub mod extract;
+pub mod handler;
+#[cfg(feature = "logging")]
+pub mod logging;
+pub mod message;
+pub mod policy;
+#[cfg(feature = "testing")]
 pub mod testing;
-mod tracker;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use broker::EmbeddedBroker;
 pub use builder::DispatcherBuilder;
-pub use config::{
-    ENV_BROKERS, ENV_CLIENT_ID, ENV_GROUP_ID, ENV_HANDLER_CONCURRENCY, ENV_RDKAFKA_PREFIX,
-};
-pub use dead_letter::{headers as dead_letter_headers, DeadLetter, DeadLetterSink, SinkError};
-pub use dispatcher::{run, Dispatcher, ShutdownHandle};
 pub use dispatcher_macros::kafka_handler;
-pub use error::{Error, FatalError, Result};
-pub use event::{EventListener, Outcome, RecordEvent};
-pub use execute::DeadLetterWriteFailed;
-pub use extract::{DecodeError, FromMessage, Json};
-pub use handler::{registered_handlers, Handler, HandlerFuture, HandlerSpec};
-pub use handler_error::{Chain, HandlerError, HandlerPanic, HandlerTimeout};
-pub use logging::init_logging;
-pub use message::{Header, Message};
-pub use policy::{Backoff, Classification, Classify, ErrorMatcher, ListedError, Ordering, Policy};
+pub use error::{Error, Result};
+pub use extract::Json;
+pub use message::Message;
+pub use run::{run, Dispatcher, ShutdownHandle};

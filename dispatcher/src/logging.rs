@@ -1,27 +1,10 @@
-//! Logging: librdkafka's log lines through `tracing`, and a default
-//! subscriber for programs that set none.
-
-use rdkafka::config::RDKafkaLogLevel;
-
-pub(crate) fn rdkafka_log(level: RDKafkaLogLevel, fac: &str, msg: &str) {
-    match level {
-        RDKafkaLogLevel::Emerg
-        | RDKafkaLogLevel::Alert
-        | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => {
-            tracing::error!(target: "librdkafka", facility = fac, "{msg}")
-        }
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{msg}"),
-        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-            tracing::info!(target: "librdkafka", facility = fac, "{msg}")
-        }
-        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),
-    }
-}
+//! A log subscriber for programs that set none (the `logging` feature, on
+//! by default).
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by
 /// `RUST_LOG` (default `info`), unless the program installed one already.
-pub fn init_logging() {
+/// [`run`](crate::run) calls it.
+pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

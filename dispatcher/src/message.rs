@@ -8,10 +8,13 @@ use std::sync::Arc;
 /// headers and timestamp.
 ///
 /// Cloning is cheap: the topic, key, payload and headers are reference counted.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Message {
     pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
+    /// Which run of offsets of its partition the record belongs to: a new
+    /// one starts when the consumer rewinds (see the partition worker).
+    pub(crate) generation: u32,
     pub(crate) offset: i64,
     pub(crate) key: Option<Bytes>,
     pub(crate) payload: Option<Bytes>,
@@ -20,6 +23,20 @@ pub struct Message {
     pub(crate) headers: Option<Arc<[Header]>>,
     pub(crate) timestamp: Option<i64>,
 }
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.topic == other.topic
+            && self.partition == other.partition
+            && self.offset == other.offset
+            && self.key == other.key
+            && self.payload == other.payload
+            && self.headers() == other.headers()
+            && self.timestamp == other.timestamp
+    }
+}
+
+impl Eq for Message {}
 
 /// One record header. Kafka allows repeated names and null values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +61,7 @@ impl Message {
         Message {
             topic: topic.into(),
             partition,
+            generation: 0,
             offset,
             key: None,
             payload: None,
@@ -142,6 +160,18 @@ impl Message {
 
     pub(crate) fn topic_arc(&self) -> &Arc<str> {
         &self.topic
+    }
+
+    /// The bytes the record holds: key, payload and headers.
+    pub(crate) fn size(&self) -> usize {
+        let headers = self
+            .headers()
+            .iter()
+            .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>();
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.payload.as_ref().map_or(0, Bytes::len)
+            + headers
     }
 }
 

@@ -1,10 +1,9 @@
 //! Paths used by the code `#[kafka_handler]` generates. Not public API.
 
 pub use crate::extract::FromMessage;
-pub use crate::handler::{Handler, HandlerFuture, HandlerSpec, Registration};
-pub use crate::handler_error::HandlerError;
+pub use crate::handler::{Handler, HandlerError, HandlerFuture, HandlerSpec, Registration};
 pub use crate::message::Message;
-pub use crate::policy::{Backoff, Classify, ErrorMatcher, Ordering, Policy};
+pub use crate::policy::{Backoff, Classify, ErrorMatcher, OrderingMode, Policy};
 pub use inventory;
 pub use std::boxed::Box;
 pub use std::result::Result;
@@ -15,7 +14,7 @@ pub use std::time::Duration;
 /// `E: Error + Send + Sync + 'static`. Dispatch happens at compile time by
 /// auto-ref: `(&err).dispatcher_error_kind().into_handler_error(err)`.
 pub mod kind {
-    use crate::HandlerError;
+    use crate::handler::HandlerError;
     use std::error::Error as StdError;
 
     /// Conversion of `anyhow::Error`.
@@ -73,7 +72,7 @@ pub mod kind {
     #[diagnostic::on_unimplemented(
         message = "`{Self}` cannot be the error type of a `#[kafka_handler]` function",
         label = "not a supported handler error",
-        note = "return `Result<(), E>` where `E` is a `std::error::Error + Send + Sync + 'static`, `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `dispatcher::HandlerError`"
+        note = "return `Result<(), E>` where `E` is a `std::error::Error + Send + Sync + 'static`, `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `dispatcher::handler::HandlerError`"
     )]
     pub trait HandlerErrorSource: StdError + Send + Sync + 'static {}
     impl<T: StdError + Send + Sync + 'static> HandlerErrorSource for T {}

@@ -8,8 +8,9 @@
 //! `partition_buffer` records wait behind it uncommitted, so what a crash
 //! would deliver again stays bounded.
 
+use dispatcher::event::Outcome;
 use dispatcher::testing::TestKit;
-use dispatcher::{Message, Outcome};
+use dispatcher::Message;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -3,9 +3,10 @@
 //! reaching the handler, and do not block the records after them. An
 //! `Option<Json<T>>` handler sees tombstones as `None`.
 
-use dispatcher::dead_letter_headers as h;
+use dispatcher::dead_letter::headers as h;
+use dispatcher::event::Outcome;
 use dispatcher::testing::TestKit;
-use dispatcher::{Json, Message, Outcome};
+use dispatcher::{Json, Message};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};

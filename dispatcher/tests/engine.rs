@@ -1,7 +1,10 @@
 //! The engine with hand-written handlers (no macro), on the embedded broker.
 
+use dispatcher::event::Outcome;
+use dispatcher::handler::{Handler, HandlerFuture, HandlerSpec};
+use dispatcher::policy::Policy;
 use dispatcher::testing::TestKit;
-use dispatcher::{Handler, HandlerFuture, HandlerSpec, Message, Outcome, Policy};
+use dispatcher::Message;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -23,16 +26,9 @@ impl Handler for Record {
 static RECORD: Record = Record;
 
 fn spec(topic: &'static [&'static str]) -> HandlerSpec {
-    HandlerSpec {
-        name: "record",
-        module_path: module_path!(),
-        file: file!(),
-        line: line!(),
-        topics: topic,
-        group: None,
-        policy: Policy::DEFAULT,
-        handler: &RECORD,
-    }
+    HandlerSpec::new("record", topic, &RECORD)
+        .declared_at(module_path!(), file!(), line!())
+        .with_policy(Policy::DEFAULT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

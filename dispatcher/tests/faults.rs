@@ -2,8 +2,10 @@
 //! for a while are retried, so nothing is skipped and the committed offsets
 //! catch up with the end of each partition.
 
+use dispatcher::broker::EmbeddedBroker;
+use dispatcher::event::Outcome;
 use dispatcher::testing::TestKit;
-use dispatcher::{EmbeddedBroker, Message, Outcome};
+use dispatcher::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;

@@ -3,8 +3,9 @@
 //! every record is handled at least once, the committed offsets reach the
 //! end after recovery, and the dispatcher still shuts down cleanly.
 
+use dispatcher::broker::EmbeddedBroker;
 use dispatcher::testing::{Producer, TestKit};
-use dispatcher::{EmbeddedBroker, Message};
+use dispatcher::Message;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

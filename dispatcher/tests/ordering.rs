@@ -3,8 +3,9 @@
 //! runs one record at a time per partition, `unordered` respects the
 //! handler's `concurrency` cap.
 
+use dispatcher::event::Outcome;
 use dispatcher::testing::TestKit;
-use dispatcher::{Message, Outcome};
+use dispatcher::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

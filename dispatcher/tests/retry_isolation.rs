@@ -3,8 +3,9 @@
 //! waiting record is abandoned after the drain timeout and its offset is
 //! not committed.
 
+use dispatcher::event::Outcome;
 use dispatcher::testing::TestKit;
-use dispatcher::{kafka_handler, Message, Outcome};
+use dispatcher::{kafka_handler, Message};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;

@@ -5,8 +5,9 @@
 //! and their delays, that dispatch stops at the first fatal record with the
 //! committed offset not past it, and that a restart delivers it again.
 
+use dispatcher::event::Outcome;
 use dispatcher::testing::TestKit;
-use dispatcher::{kafka_handler, Error, Message, Outcome};
+use dispatcher::{kafka_handler, Error, Message};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -93,9 +94,13 @@ async fn seed_scenario_outcomes_retries_fatal_stop_and_redelivery() {
         }
         other => panic!("expected a fatal error, got {other}"),
     }
-    let message = err.to_string();
+    // What `main` prints when it returns the error: the record's
+    // coordinates, then the cause chain.
+    let message = format!("{err:?}");
     assert!(
-        message.contains("seed-scenario[0] at offset 7") && message.contains("illegal state"),
+        message.contains("seed-scenario[0] offset 7")
+            && message.contains("Caused by:")
+            && message.contains("illegal state"),
         "{message}"
     );
 

@@ -31,8 +31,8 @@ async fn only_one(_msg: &dispatcher::Message) -> Result<(), std::io::Error> {
 }
 
 /// The registered spec of the handler named `name`.
-fn spec(name: &str) -> dispatcher::HandlerSpec {
-    dispatcher::registered_handlers()
+fn spec(name: &str) -> dispatcher::handler::HandlerSpec {
+    dispatcher::handler::registered()
         .into_iter()
         .find(|h| h.name == name)
         .unwrap_or_else(|| panic!("handler {name} is registered"))
@@ -136,13 +136,11 @@ fn expect_config_error(
         .expect_err("invalid configuration");
     let msg = err.to_string();
     match &err {
-        Error::Config {
-            key, value, origin, ..
-        } => {
-            assert_eq!(key, want_key, "{msg}");
-            assert_eq!(value, want_value, "{msg}");
+        Error::Config(c) => {
+            assert_eq!(c.key, want_key, "{msg}");
+            assert_eq!(c.value, want_value, "{msg}");
             assert!(
-                origin.contains("builder"),
+                c.origin.contains("builder"),
                 "origin names the builder: {msg}"
             );
         }

@@ -18,7 +18,7 @@ fn main() {
         !topics.is_empty(),
         "usage: test_broker PARTITIONS TOPIC [TOPIC...]"
     );
-    let broker = dispatcher::EmbeddedBroker::start(1).expect("start the mock cluster");
+    let broker = dispatcher::broker::EmbeddedBroker::start(1).expect("start the mock cluster");
     for t in &topics {
         broker
             .create_topic(t, partitions)

@@ -18,7 +18,9 @@
 //! Brokers and group come from `KAFKA_BROKERS` and `KAFKA_GROUP_ID`. Exits 0
 //! after a clean shutdown (SIGTERM/SIGINT), 1 when `run()` fails.
 
-use dispatcher::{Dispatcher, Handler, HandlerFuture, HandlerSpec, Message, Ordering, Policy};
+use dispatcher::handler::{Handler, HandlerFuture, HandlerSpec};
+use dispatcher::policy::{OrderingMode, Policy};
+use dispatcher::{Dispatcher, Message};
 use std::fs::File;
 use std::io::Write;
 use std::process::ExitCode;
@@ -156,16 +158,9 @@ async fn main() -> ExitCode {
         })))
         .init();
 
-    let spec = HandlerSpec {
-        name: "append_to_log",
-        module_path: module_path!(),
-        file: file!(),
-        line: line!(),
-        topics,
-        group: None,
-        policy: Policy::DEFAULT.ordering(Ordering::Key),
-        handler: &APPEND_TO_LOG,
-    };
+    let spec = HandlerSpec::new("append_to_log", topics, &APPEND_TO_LOG)
+        .declared_at(module_path!(), file!(), line!())
+        .with_policy(Policy::DEFAULT.with_ordering(OrderingMode::Key));
     let built = Dispatcher::builder()
         .without_registered_handlers()
         .handler(spec)

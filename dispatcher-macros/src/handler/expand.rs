@@ -136,7 +136,7 @@ fn policy(krate: &TokenStream, attr: &HandlerAttr) -> (TokenStream, TokenStream)
     let mut matchers = |key: &str, types: &Option<Vec<Type>>, chain: &mut TokenStream| {
         let Some(types) = types else { return };
         let name = format_ident!("__DISPATCHER_{}", key.to_uppercase());
-        let method = format_ident!("{}", key);
+        let method = format_ident!("with_{}", key);
         let len = types.len();
         let items = types.iter().map(|ty| {
             let label = type_name(ty);
@@ -153,11 +153,11 @@ fn policy(krate: &TokenStream, attr: &HandlerAttr) -> (TokenStream, TokenStream)
 
     if let Some(path) = &attr.policy {
         let classifier = quote_spanned! {path.span()=> &#path };
-        chain.extend(quote!(.classifier(#classifier)));
+        chain.extend(quote!(.with_classifier(#classifier)));
     }
     if let Some(n) = attr.max_attempts {
         let n = Literal::u32_unsuffixed(n);
-        chain.extend(quote!(.max_attempts(#n)));
+        chain.extend(quote!(.with_max_attempts(#n)));
     }
     if let Some(backoff) = &attr.backoff {
         let value = match backoff {
@@ -186,11 +186,11 @@ fn policy(krate: &TokenStream, attr: &HandlerAttr) -> (TokenStream, TokenStream)
                 }
             }
         };
-        chain.extend(quote!(.backoff(#value)));
+        chain.extend(quote!(.with_backoff(#value)));
     }
     if let Some(t) = attr.timeout {
         let d = duration(t);
-        chain.extend(quote!(.timeout(#d)));
+        chain.extend(quote!(.with_timeout(#d)));
     }
     if let Some(ordering) = attr.ordering {
         let variant = match ordering {
@@ -198,14 +198,14 @@ fn policy(krate: &TokenStream, attr: &HandlerAttr) -> (TokenStream, TokenStream)
             Ordering::Partition => quote!(Partition),
             Ordering::Unordered => quote!(Unordered),
         };
-        chain.extend(quote!(.ordering(#krate::Ordering::#variant)));
+        chain.extend(quote!(.with_ordering(#krate::OrderingMode::#variant)));
     }
     if let Some(n) = attr.concurrency {
         let n = Literal::usize_unsuffixed(n);
-        chain.extend(quote!(.concurrency(#n)));
+        chain.extend(quote!(.with_concurrency(#n)));
     }
     if let Some(topic) = &attr.dead_letter_topic {
-        chain.extend(quote!(.dead_letter_topic(#topic)));
+        chain.extend(quote!(.with_dead_letter_topic(#topic)));
     }
     (statics, chain)
 }
@@ -224,22 +224,15 @@ fn registration(
 ) -> TokenStream {
     let name = item.sig.ident.unraw().to_string();
     let topics = attr.topics.iter().flatten();
-    let group = match &attr.group {
-        Some(group) => quote!(::core::option::Option::Some(#group)),
-        None => quote!(::core::option::Option::None),
-    };
+    let group = attr.group.as_ref().map(|group| quote!(.with_group(#group)));
     quote! {
         #krate::inventory::submit! {
-            #krate::Registration(#krate::HandlerSpec {
-                name: #name,
-                module_path: ::core::module_path!(),
-                file: ::core::file!(),
-                line: ::core::line!(),
-                topics: &[#(#topics),*],
-                group: #group,
-                policy: #policy,
-                handler: &__DispatcherHandler,
-            })
+            #krate::Registration(
+                #krate::HandlerSpec::new(#name, &[#(#topics),*], &__DispatcherHandler)
+                    .declared_at(::core::module_path!(), ::core::file!(), ::core::line!())
+                    .with_policy(#policy)
+                    #group
+            )
         }
     }
 }

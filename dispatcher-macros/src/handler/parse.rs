@@ -4,7 +4,7 @@
 //! bad value does not hide the errors of the others.
 
 use super::diagnostics::Diagnostics;
-use crate::{duration, topic};
+use dispatcher_rules::{duration, policy as rules, suggest, topic};
 use proc_macro2::{Spacing, Span, TokenStream, TokenTree};
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
@@ -117,15 +117,17 @@ fn parse_value(
         "fatal" => attr.fatal = diag.take((|i: ParseStream| parse_types(i, "fatal")).parse2(value)),
         "policy" => attr.policy = diag.take(parse_path.parse2(value)),
         "max_attempts" => {
-            attr.max_attempts =
-                diag.take((|i: ParseStream| positive(i, "max_attempts")).parse2(value))
+            attr.max_attempts = diag
+                .take((|i: ParseStream| whole(i, rules::check_max_attempts)).parse2(value))
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         }
         "backoff" => attr.backoff = diag.take(parse_backoff.parse2(value)),
         "timeout" => attr.timeout = diag.take(parse_timeout.parse2(value)),
         "ordering" => attr.ordering = diag.take(parse_ordering.parse2(value)),
         "concurrency" => {
-            attr.concurrency =
-                diag.take((|i: ParseStream| positive(i, "concurrency")).parse2(value))
+            attr.concurrency = diag
+                .take((|i: ParseStream| whole(i, rules::check_concurrency)).parse2(value))
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         }
         "dead_letter_topic" => attr.dead_letter_topic = diag.take(parse_topic.parse2(value)),
         "crate" => attr.krate = diag.take(parse_path.parse2(value)),
@@ -211,45 +213,15 @@ fn unknown_key_message(name: &str) -> String {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let common_prefix = |k: &str| {
-        k.chars()
-            .zip(name.chars())
-            .take_while(|(a, b)| a == b)
-            .count()
-    };
-    let hint = KEYS
-        .iter()
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|(d, k)| *d <= 2 || common_prefix(k) >= 4)
-        .min()
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-        .unwrap_or_default();
+    let hint = suggest::hint(name, KEYS.iter().copied());
     format!("unknown key `{name}`{hint}; valid keys are {valid}")
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 fn parse_topic(input: ParseStream) -> syn::Result<LitStr> {
     let lit: LitStr = input.parse().map_err(|e| {
         syn::Error::new(e.span(), "expected a topic name in quotes, e.g. \"orders\"")
     })?;
-    topic::validate(&lit.value()).map_err(|m| syn::Error::new(lit.span(), m))?;
+    topic::check(&lit.value()).map_err(|m| syn::Error::new(lit.span(), m))?;
     Ok(lit)
 }
 
@@ -339,20 +311,12 @@ fn parse_path(input: ParseStream) -> syn::Result<Path> {
     input.parse()
 }
 
-fn positive<N>(input: ParseStream, key: &str) -> syn::Result<N>
-where
-    N: std::str::FromStr + PartialEq + From<u8>,
-    N::Err: std::fmt::Display,
-{
-    let expected =
-        |span| syn::Error::new(span, format!("`{key}` must be an integer of at least 1"));
+/// A whole number checked by `rule`, which also words the error.
+fn whole(input: ParseStream, rule: fn(u64) -> Result<(), String>) -> syn::Result<u64> {
+    let expected = |span| syn::Error::new(span, rule(0).err().unwrap_or_default());
     let lit: LitInt = input.parse().map_err(|e| expected(e.span()))?;
-    let n: N = lit
-        .base10_parse()
-        .map_err(|e| syn::Error::new(lit.span(), format!("`{key}` is out of range: {e}")))?;
-    if n == N::from(0) {
-        return Err(expected(lit.span()));
-    }
+    let n: u64 = lit.base10_parse().map_err(|_| expected(lit.span()))?;
+    rule(n).map_err(|m| syn::Error::new(lit.span(), m))?;
     Ok(n)
 }
 
@@ -372,9 +336,7 @@ fn parse_duration(input: ParseStream) -> syn::Result<(u64, Span)> {
 
 fn parse_timeout(input: ParseStream) -> syn::Result<u64> {
     let (millis, span) = parse_duration(input)?;
-    if millis == 0 {
-        return Err(syn::Error::new(span, "`timeout` must be longer than zero"));
-    }
+    rules::check_timeout(millis).map_err(|m| syn::Error::new(span, m))?;
     Ok(millis)
 }
 
@@ -450,16 +412,16 @@ fn parse_exponential(input: ParseStream) -> syn::Result<Backoff> {
             }
             "factor" => {
                 if let Some((v, span)) = errors.take(parse_number(input)) {
-                    if !(v >= 1.0 && v.is_finite()) {
-                        errors.error(span, "`factor` must be at least 1.0");
+                    if let Err(m) = rules::check_factor(v) {
+                        errors.error(span, m);
                     }
                     factor = v;
                 }
             }
             "jitter" => {
                 if let Some((v, span)) = errors.take(parse_number(input)) {
-                    if !(0.0..=1.0).contains(&v) {
-                        errors.error(span, "`jitter` must be between 0.0 and 1.0");
+                    if let Err(m) = rules::check_jitter(v) {
+                        errors.error(span, m);
                     }
                     jitter = v;
                 }

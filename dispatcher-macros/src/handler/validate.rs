@@ -49,11 +49,8 @@ pub(crate) fn validate_attr(attr: &HandlerAttr, diag: &mut Diagnostics) {
         ..
     }) = &attr.backoff
     {
-        if initial > max {
-            diag.error(
-                *span,
-                format!("`initial` ({initial} ms) is longer than `max` ({max} ms)"),
-            );
+        if let Err(message) = dispatcher_rules::policy::check_initial_max(*initial, *max) {
+            diag.error(*span, message);
         }
     }
 }
@@ -132,7 +129,7 @@ const GENERIC: &str = "a `#[kafka_handler]` function cannot be generic: the disp
 
 const RETURN: &str = "a `#[kafka_handler]` function must return `Result<(), E>` where `E` is a \
                       std error, `anyhow::Error`, `Box<dyn Error + Send + Sync>` or \
-                      `dispatcher::HandlerError`";
+                      `dispatcher::handler::HandlerError`";
 
 /// Checks the return type is `...Result<(), E>` or an alias such as
 /// `anyhow::Result<()>`; returns the span of `E` (or of the whole type).

@@ -20,7 +20,7 @@ async fn maybe_order(order: Option<Json<Order>>) -> Result<(), std::io::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     let msg = Message::new("orders", 0, 0).with_payload(r#"{"id":7}"#);
     for spec in &handlers {
         futures::executor::block_on(spec.handler.call(msg.clone())).expect("valid JSON");
@@ -30,7 +30,7 @@ fn main() {
     assert!(error.is_decode_error());
     assert_eq!(
         handlers[0].policy.classify(&error),
-        dispatcher::Classification::DeadLetter
+        dispatcher::policy::Classification::DeadLetter
     );
     let tombstone = Message::new("orders", 0, 2);
     futures::executor::block_on(handlers[1].handler.call(tombstone.clone()))

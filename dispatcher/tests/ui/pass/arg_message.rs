@@ -13,7 +13,7 @@ async fn borrowed(msg: &Message) -> Result<(), std::io::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     assert_eq!(handlers.len(), 2);
     assert_eq!(handlers[0].name, "owned");
     assert_eq!(handlers[1].name, "borrowed");

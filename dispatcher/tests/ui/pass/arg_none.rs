@@ -6,7 +6,7 @@ async fn tick() -> Result<(), std::io::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     assert_eq!(handlers.len(), 1);
     assert_eq!(handlers[0].topics, &["ticks"]);
     futures::executor::block_on(handlers[0].handler.call(Message::new("ticks", 0, 0)))

@@ -31,7 +31,7 @@ async fn string(payload: String) -> Result<(), std::io::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     assert_eq!(handlers.len(), 5);
     let msg = Message::new("raw", 0, 0).with_payload("hello");
     for spec in &handlers {

@@ -29,7 +29,7 @@ async fn with_lifetime<'a>(text: &'a str, msg: &'a Message) -> Result<(), std::i
 
 fn main() {
     let msg = Message::new("orders", 3, 0).with_payload(r#"{"id":1}"#);
-    for spec in dispatcher::registered_handlers() {
+    for spec in dispatcher::handler::registered() {
         futures::executor::block_on(spec.handler.call(msg.clone())).expect("handler succeeds");
     }
 }

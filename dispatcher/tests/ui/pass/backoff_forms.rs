@@ -1,4 +1,5 @@
-use dispatcher::{kafka_handler, Backoff};
+use dispatcher::kafka_handler;
+use dispatcher::policy::Backoff;
 use std::time::Duration;
 
 #[kafka_handler(topic = "a", backoff = fixed("2s"))]
@@ -25,8 +26,8 @@ async fn exponential_some() -> Result<(), std::io::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
-    let backoff = |i: usize| *handlers[i].policy.backoff_policy();
+    let handlers = dispatcher::handler::registered();
+    let backoff = |i: usize| *handlers[i].policy.backoff();
     assert_eq!(backoff(0), Backoff::Fixed(Duration::from_secs(2)));
     assert_eq!(
         backoff(1),

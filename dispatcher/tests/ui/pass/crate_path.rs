@@ -12,6 +12,6 @@ async fn via_facade(msg: &facade::kafka::Message) -> Result<(), std::io::Error> 
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     assert_eq!(handlers[0].name, "via_facade");
 }

@@ -1,4 +1,5 @@
-use dispatcher::{kafka_handler, Classification, Message};
+use dispatcher::policy::Classification;
+use dispatcher::{kafka_handler, Message};
 
 #[kafka_handler(topic = "orders", retry = std::num::ParseIntError)]
 async fn anyhow_error(text: &str) -> Result<(), anyhow::Error> {
@@ -14,7 +15,7 @@ async fn anyhow_result(text: &str) -> anyhow::Result<()> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     let bad = Message::new("orders", 0, 0).with_payload("x");
     let error =
         futures::executor::block_on(handlers[0].handler.call(bad.clone())).expect_err("not a number");

@@ -8,7 +8,7 @@ async fn boxed(text: &str) -> Result<(), Box<dyn Error + Send + Sync>> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     let bad = Message::new("orders", 0, 0).with_payload("300");
     let error = futures::executor::block_on(handlers[0].handler.call(bad.clone())).expect_err("too large");
     // The boxed error's message and type survive the conversion, so a

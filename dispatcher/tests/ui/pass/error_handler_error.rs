@@ -1,4 +1,5 @@
-use dispatcher::{kafka_handler, HandlerError, Message};
+use dispatcher::handler::HandlerError;
+use dispatcher::{kafka_handler, Message};
 
 #[kafka_handler(topic = "orders")]
 async fn passes_through(text: &str) -> Result<(), HandlerError> {
@@ -7,7 +8,7 @@ async fn passes_through(text: &str) -> Result<(), HandlerError> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     let bad = Message::new("orders", 0, 0).with_payload("x");
     let error =
         futures::executor::block_on(handlers[0].handler.call(bad.clone())).expect_err("not a number");

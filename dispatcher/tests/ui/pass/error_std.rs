@@ -1,4 +1,5 @@
-use dispatcher::{kafka_handler, Classification, Message};
+use dispatcher::policy::Classification;
+use dispatcher::{kafka_handler, Message};
 use std::fmt;
 
 #[derive(Debug)]
@@ -29,7 +30,7 @@ async fn io_result() -> std::io::Result<()> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     let msg = Message::new("payments", 0, 0);
     let run = |i: usize| futures::executor::block_on(handlers[i].handler.call(msg.clone()));
 

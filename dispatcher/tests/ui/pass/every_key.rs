@@ -1,4 +1,6 @@
-use dispatcher::{kafka_handler, Backoff, Classification, Classify, HandlerError, Ordering};
+use dispatcher::handler::HandlerError;
+use dispatcher::kafka_handler;
+use dispatcher::policy::{Backoff, Classification, Classify, OrderingMode};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -39,24 +41,24 @@ async fn on_order() -> Result<(), anyhow::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     let spec = &handlers[0];
     assert_eq!(spec.name, "on_order");
     assert_eq!(spec.topics, &["orders"]);
     assert_eq!(spec.group, Some("billing"));
     assert!(spec.file.ends_with("every_key.rs"), "{}", spec.file);
-    assert_eq!(spec.line, 23);
+    assert_eq!(spec.line, 25);
     assert!(spec.qualified_name().ends_with("::on_order"));
     let policy = &spec.policy;
-    assert_eq!(policy.attempts(), 5);
+    assert_eq!(policy.max_attempts(), 5);
     assert_eq!(
-        *policy.backoff_policy(),
+        *policy.backoff(),
         Backoff::Fixed(Duration::from_millis(200))
     );
-    assert_eq!(policy.attempt_timeout(), Some(Duration::from_secs(30)));
-    assert_eq!(policy.ordering_mode(), Ordering::Partition);
-    assert_eq!(policy.concurrency_limit(), Some(16));
-    assert_eq!(policy.dead_letter_topic_name(), Some("orders.DLT"));
+    assert_eq!(policy.timeout(), Some(Duration::from_secs(30)));
+    assert_eq!(policy.ordering(), OrderingMode::Partition);
+    assert_eq!(policy.concurrency(), Some(16));
+    assert_eq!(policy.dead_letter_topic(), Some("orders.DLT"));
     let classify = |e: HandlerError| policy.classify(&e);
     assert_eq!(
         classify(HandlerError::new(ConfigError)),

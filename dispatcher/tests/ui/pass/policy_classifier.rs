@@ -1,4 +1,6 @@
-use dispatcher::{kafka_handler, Classification, Classify, HandlerError};
+use dispatcher::handler::HandlerError;
+use dispatcher::kafka_handler;
+use dispatcher::policy::{Classification, Classify};
 
 struct AlwaysFatal;
 
@@ -21,9 +23,9 @@ static NONE: Limit = Limit(0);
 
 mod policies {
     pub struct Nested;
-    impl dispatcher::Classify for Nested {
-        fn classify(&self, _: &dispatcher::HandlerError) -> Option<dispatcher::Classification> {
-            Some(dispatcher::Classification::DeadLetter)
+    impl dispatcher::policy::Classify for Nested {
+        fn classify(&self, _: &dispatcher::handler::HandlerError) -> Option<dispatcher::policy::Classification> {
+            Some(dispatcher::policy::Classification::DeadLetter)
         }
     }
 }
@@ -49,7 +51,7 @@ async fn nested_path() -> Result<(), std::io::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     let io = HandlerError::new(std::io::Error::other("x"));
     let classify = |i: usize| handlers[i].policy.classify(&io);
     assert_eq!(classify(0), Classification::Fatal);

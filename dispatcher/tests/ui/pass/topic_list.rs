@@ -16,19 +16,19 @@ async fn alias_single() -> Result<(), std::io::Error> {
 }
 
 fn main() {
-    let handlers = dispatcher::registered_handlers();
+    let handlers = dispatcher::handler::registered();
     assert_eq!(
         handlers[0].topics,
         &["orders", "orders.v2", "legacy_orders-1"]
     );
     assert_eq!(handlers[1].topics, &["a"]);
     assert_eq!(
-        handlers[1].policy.ordering_mode(),
-        dispatcher::Ordering::Unordered
+        handlers[1].policy.ordering(),
+        dispatcher::policy::OrderingMode::Unordered
     );
     assert_eq!(handlers[2].topics, &["b"]);
     assert_eq!(
-        handlers[2].policy.ordering_mode(),
-        dispatcher::Ordering::Key
+        handlers[2].policy.ordering(),
+        dispatcher::policy::OrderingMode::Key
     );
 }

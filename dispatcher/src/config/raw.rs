@@ -1,25 +1,15 @@
-//! Configuration: environment variables and builder settings, validated at
-//! startup.
+//! Raw configuration inputs, their merge (builder over environment) and
+//! their validation into [`Settings`].
 
-use crate::error::{Error, Result};
+use super::{
+    ConfigError, ENV_BROKERS, ENV_CLIENT_ID, ENV_GROUP_ID, ENV_HANDLER_CONCURRENCY,
+    ENV_RDKAFKA_PREFIX,
+};
+use crate::policy::{Backoff, RetrySchedule};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Environment variable with the bootstrap servers, e.g. `broker1:9092,broker2:9092`.
-pub const ENV_BROKERS: &str = "KAFKA_BROKERS";
-/// Environment variable with the consumer group id.
-pub const ENV_GROUP_ID: &str = "KAFKA_GROUP_ID";
-/// Environment variable with the client id.
-pub const ENV_CLIENT_ID: &str = "KAFKA_CLIENT_ID";
-/// Prefix of environment variables passed through to librdkafka:
-/// `DISPATCHER_RDKAFKA_SECURITY_PROTOCOL=SSL` sets `security.protocol`.
-pub const ENV_RDKAFKA_PREFIX: &str = "DISPATCHER_RDKAFKA_";
-
-/// Environment variable with per-handler concurrency limits, overriding the
-/// attribute's `concurrency`: `on_order=8,billing::on_refund=2` (a function
-/// name or its `module::name`).
-pub const ENV_HANDLER_CONCURRENCY: &str = "DISPATCHER_HANDLER_CONCURRENCY";
-
+type Result<T> = std::result::Result<T, ConfigError>;
 /// A value and where it came from, so errors can name the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sourced<T> {
@@ -28,7 +18,7 @@ pub(crate) struct Sourced<T> {
 }
 
 impl<T> Sourced<T> {
-    fn new(value: T, origin: impl Into<String>) -> Self {
+    pub(crate) fn new(value: T, origin: impl Into<String>) -> Self {
         Sourced {
             value,
             origin: origin.into(),
@@ -50,9 +40,32 @@ pub(crate) struct Settings {
     pub(crate) drain_timeout: Duration,
     pub(crate) embedded_partitions: i32,
     pub(crate) poll_batch: usize,
+    /// Bytes a partition may hold fetched and uncommitted.
+    pub(crate) partition_buffer_bytes: usize,
+    /// The limit of a final (revoke, shutdown) commit.
+    pub(crate) commit_timeout: Duration,
+    /// How long errors may repeat with nothing consumed before run() stops.
+    pub(crate) error_timeout: Duration,
     /// Per-handler concurrency limits by handler name, with their origin.
     pub(crate) handler_concurrency: Vec<(String, usize, String)>,
+    /// Retries of a dead-letter write.
+    pub(crate) dead_letter_retry: RetrySchedule,
+    /// Retries of a final commit, within `commit_timeout`.
+    pub(crate) commit_retry: RetrySchedule,
 }
+
+/// Dead-letter writes: 5 attempts, from 200 ms doubling up to 5 s.
+pub(crate) const DEFAULT_DEAD_LETTER_RETRY: RetrySchedule = RetrySchedule::new(
+    5,
+    Backoff::exponential(Duration::from_millis(200), Duration::from_secs(5)),
+);
+
+/// Final commits: 3 attempts, 100 ms then 200 ms apart (all within the
+/// commit timeout).
+pub(crate) const DEFAULT_COMMIT_RETRY: RetrySchedule = RetrySchedule::new(
+    3,
+    Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1)),
+);
 
 /// The numeric settings, with their names for the environment
 /// (`DISPATCHER_<NAME>`) and the builder.
@@ -60,18 +73,24 @@ pub(crate) struct Settings {
 pub(crate) enum Knob {
     MaxInFlight,
     PartitionBuffer,
+    PartitionBufferBytes,
     CommitIntervalMs,
+    CommitTimeoutMs,
     DrainTimeoutMs,
+    ErrorTimeoutMs,
     EmbeddedPartitions,
     PollBatch,
 }
 
 impl Knob {
-    pub(crate) const ALL: [Knob; 6] = [
+    pub(crate) const ALL: [Knob; 9] = [
         Knob::MaxInFlight,
         Knob::PartitionBuffer,
+        Knob::PartitionBufferBytes,
         Knob::CommitIntervalMs,
+        Knob::CommitTimeoutMs,
         Knob::DrainTimeoutMs,
+        Knob::ErrorTimeoutMs,
         Knob::EmbeddedPartitions,
         Knob::PollBatch,
     ];
@@ -80,8 +99,11 @@ impl Knob {
         match self {
             Knob::MaxInFlight => "DISPATCHER_MAX_IN_FLIGHT",
             Knob::PartitionBuffer => "DISPATCHER_PARTITION_BUFFER",
+            Knob::PartitionBufferBytes => "DISPATCHER_PARTITION_BUFFER_BYTES",
             Knob::CommitIntervalMs => "DISPATCHER_COMMIT_INTERVAL_MS",
+            Knob::CommitTimeoutMs => "DISPATCHER_COMMIT_TIMEOUT_MS",
             Knob::DrainTimeoutMs => "DISPATCHER_DRAIN_TIMEOUT_MS",
+            Knob::ErrorTimeoutMs => "DISPATCHER_ERROR_TIMEOUT_MS",
             Knob::EmbeddedPartitions => "DISPATCHER_EMBEDDED_PARTITIONS",
             Knob::PollBatch => "DISPATCHER_POLL_BATCH",
         }
@@ -91,8 +113,11 @@ impl Knob {
         match self {
             Knob::MaxInFlight => (1, 1_000_000),
             Knob::PartitionBuffer => (1, 10_000_000),
+            Knob::PartitionBufferBytes => (1_024, 1 << 40),
             Knob::CommitIntervalMs => (10, 3_600_000),
+            Knob::CommitTimeoutMs => (100, 3_600_000),
             Knob::DrainTimeoutMs => (0, 3_600_000),
+            Knob::ErrorTimeoutMs => (1_000, 86_400_000),
             Knob::EmbeddedPartitions => (1, 1_000),
             Knob::PollBatch => (1, 100_000),
         }
@@ -109,6 +134,10 @@ pub(crate) struct RawConfig {
     pub(crate) knobs: BTreeMap<&'static str, Sourced<String>>,
     /// `name=n` entries, each with its origin.
     pub(crate) handler_concurrency: Vec<Sourced<String>>,
+    /// Builder-only: dead-letter write retries.
+    pub(crate) dead_letter_retry: Option<RetrySchedule>,
+    /// Builder-only: final commit retries.
+    pub(crate) commit_retry: Option<RetrySchedule>,
 }
 
 impl RawConfig {
@@ -156,6 +185,8 @@ impl RawConfig {
         self.knobs.extend(over.knobs);
         // Later entries win: the builder's come after the environment's.
         self.handler_concurrency.extend(over.handler_concurrency);
+        self.dead_letter_retry = over.dead_letter_retry.or(self.dead_letter_retry);
+        self.commit_retry = over.commit_retry.or(self.commit_retry);
         self
     }
 
@@ -201,7 +232,7 @@ impl RawConfig {
                         !host.is_empty() && port.parse::<u16>().is_ok()
                     });
                     if !ok {
-                        return Err(Error::config(ENV_BROKERS, &b.value, &b.origin, format!("{server:?} is not host:port; write e.g. KAFKA_BROKERS=broker1:9092,broker2:9092")));
+                        return Err(ConfigError::new(ENV_BROKERS, &b.value, &b.origin, format!("{server:?} is not host:port; write e.g. KAFKA_BROKERS=broker1:9092,broker2:9092")));
                     }
                 }
                 Some(b)
@@ -230,10 +261,10 @@ impl RawConfig {
         };
         for (key, value) in &self.rdkafka {
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-                return Err(Error::config(key, &value.value, &value.origin, "not a librdkafka property name (lower-case words joined by dots, e.g. security.protocol)"));
+                return Err(ConfigError::new(key, &value.value, &value.origin, "not a librdkafka property name (lower-case words joined by dots, e.g. security.protocol)"));
             }
-            if RESERVED.contains(&key.as_str()) {
-                return Err(Error::config(key, &value.value, &value.origin, "this property is managed by the dispatcher to keep offsets safe and cannot be overridden"));
+            if crate::engine::commit::RESERVED.contains(&key.as_str()) {
+                return Err(ConfigError::new(key, &value.value, &value.origin, "this property is managed by the dispatcher to keep offsets safe and cannot be overridden"));
             }
         }
         let knob = |k: Knob, default: u64| -> Result<u64> {
@@ -243,7 +274,7 @@ impl RawConfig {
             let (lo, hi) = k.range();
             match raw.value.trim().parse::<u64>() {
                 Ok(v) if (lo..=hi).contains(&v) => Ok(v),
-                _ => Err(Error::config(
+                _ => Err(ConfigError::new(
                     k.env_name(),
                     &raw.value,
                     &raw.origin,
@@ -252,6 +283,40 @@ impl RawConfig {
             }
         };
         let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        // A revoke blocks the poll thread while in-flight records drain and
+        // their offsets are committed; librdkafka leaves the group if that
+        // takes longer than max.poll.interval.ms.
+        let drain_timeout = Duration::from_millis(knob(Knob::DrainTimeoutMs, 10_000)?);
+        let commit_timeout = Duration::from_millis(knob(Knob::CommitTimeoutMs, 5_000)?);
+        let poll_interval = max_poll_interval(&self.rdkafka)?;
+        if drain_timeout + commit_timeout >= poll_interval {
+            let (name, raw) = match self.knobs.get(Knob::DrainTimeoutMs.env_name()) {
+                Some(raw) => (Knob::DrainTimeoutMs.env_name(), raw.clone()),
+                None => (
+                    "max.poll.interval.ms",
+                    self.rdkafka
+                        .get("max.poll.interval.ms")
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            Sourced::new(
+                                poll_interval.as_millis().to_string(),
+                                "librdkafka's default",
+                            )
+                        }),
+                ),
+            };
+            return Err(ConfigError::new(
+                name,
+                &raw.value,
+                &raw.origin,
+                format!(
+                    "the drain timeout ({} ms) plus the commit timeout ({} ms) must be shorter than max.poll.interval.ms ({} ms): a revoke that takes longer makes librdkafka leave the group; shorten the drain timeout or raise max.poll.interval.ms",
+                    drain_timeout.as_millis(),
+                    commit_timeout.as_millis(),
+                    poll_interval.as_millis()
+                ),
+            ));
+        }
         let mut handler_concurrency = Vec::new();
         for entry in &self.handler_concurrency {
             let parsed = entry
@@ -269,7 +334,7 @@ impl RawConfig {
                     handler_concurrency.push((name.to_owned(), n, entry.origin.clone()))
                 }
                 None => {
-                    return Err(Error::config(
+                    return Err(ConfigError::new(
                         ENV_HANDLER_CONCURRENCY,
                         &entry.value,
                         &entry.origin,
@@ -287,25 +352,43 @@ impl RawConfig {
             max_in_flight: as_usize(knob(Knob::MaxInFlight, 10_000)?),
             partition_buffer: as_usize(knob(Knob::PartitionBuffer, 5_000)?),
             commit_interval: Duration::from_millis(knob(Knob::CommitIntervalMs, 1_000)?),
-            drain_timeout: Duration::from_millis(knob(Knob::DrainTimeoutMs, 10_000)?),
+            drain_timeout,
             embedded_partitions: i32::try_from(knob(Knob::EmbeddedPartitions, 4)?).unwrap_or(4),
             poll_batch: as_usize(knob(Knob::PollBatch, 2_048)?),
+            partition_buffer_bytes: as_usize(knob(Knob::PartitionBufferBytes, 16 << 20)?),
+            commit_timeout,
+            error_timeout: Duration::from_millis(knob(Knob::ErrorTimeoutMs, 300_000)?),
+            dead_letter_retry: self.dead_letter_retry.unwrap_or(DEFAULT_DEAD_LETTER_RETRY),
+            commit_retry: self.commit_retry.unwrap_or(DEFAULT_COMMIT_RETRY),
         })
     }
 }
 
-/// Properties the dispatcher sets itself because offset safety depends on them.
-const RESERVED: &[&str] = &[
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "group.id",
-    "bootstrap.servers",
-    "auto.commit.interval.ms",
-];
+/// The longest librdkafka lets a consumer go without polling before it
+/// leaves the group, `max.poll.interval.ms` (librdkafka's default: 5 min).
+fn max_poll_interval(rdkafka: &BTreeMap<String, Sourced<String>>) -> Result<Duration> {
+    const KEY: &str = "max.poll.interval.ms";
+    match rdkafka.get(KEY) {
+        None => Ok(Duration::from_millis(300_000)),
+        Some(v) => v
+            .value
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| {
+                ConfigError::new(
+                    KEY,
+                    &v.value,
+                    &v.origin,
+                    "expected a whole number of milliseconds",
+                )
+            }),
+    }
+}
 
 fn check_id(key: &str, v: &Sourced<String>) -> Result<()> {
     if v.value.trim().is_empty() || v.value.len() > 255 {
-        return Err(Error::config(
+        return Err(ConfigError::new(
             key,
             &v.value,
             &v.origin,
@@ -331,16 +414,6 @@ impl Field {
             Field::ClientId => "client_id",
         }
     }
-}
-
-/// The program's name, for the default group and client id.
-pub(crate) fn program_name() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .map(|s| s.split('-').next().map(str::to_owned).unwrap_or(s))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "dispatcher".to_owned())
 }
 
 #[cfg(test)]
@@ -392,6 +465,29 @@ mod tests {
         raw.set_rdkafka("enable.auto.commit".into(), "false".into());
         let err = raw.validate("p").expect_err("reserved");
         assert!(err.to_string().contains("kafka_property"), "{err}");
+    }
+
+    #[test]
+    fn a_drain_timeout_must_fit_within_max_poll_interval() {
+        let err = env(&[("DISPATCHER_DRAIN_TIMEOUT_MS", "300000")])
+            .validate("p")
+            .expect_err("longer than the poll interval");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("DISPATCHER_DRAIN_TIMEOUT_MS") && msg.contains("max.poll.interval.ms"),
+            "{msg}"
+        );
+        let err = env(&[("DISPATCHER_RDKAFKA_MAX_POLL_INTERVAL_MS", "12000")])
+            .validate("p")
+            .expect_err("the default drain timeout does not fit");
+        assert!(err.to_string().contains("max.poll.interval.ms"), "{err}");
+        let ok = env(&[
+            ("DISPATCHER_RDKAFKA_MAX_POLL_INTERVAL_MS", "12000"),
+            ("DISPATCHER_DRAIN_TIMEOUT_MS", "2000"),
+        ])
+        .validate("p")
+        .expect("2 s + 5 s fit in 12 s");
+        assert_eq!(ok.drain_timeout, Duration::from_secs(2));
     }
 
     #[test]

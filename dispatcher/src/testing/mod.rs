@@ -9,10 +9,14 @@
 //! let kit = TestKit::start(TestKit::builder().topics(["orders"])).await?;
 //! let (partition, offset) = kit.publish("orders", Some("customer-1"), r#"{"id":1}"#).await?;
 //! let outcome = kit.outcome("orders", partition, offset, Duration::from_secs(30)).await?;
-//! assert!(matches!(outcome, dispatcher::Outcome::Handled { .. }));
+//! assert!(matches!(outcome, dispatcher::event::Outcome::Handled { .. }));
 //! kit.shutdown().await?;
 //! # Ok(()) }
 //! ```
+
+mod read;
+
+pub use read::{read_topic, ReadRecord};
 
 use crate::broker::EmbeddedBroker;
 use crate::error::{Error, Result};
@@ -300,7 +304,7 @@ impl TestKit {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Runtime(format!(
+                return Err(Error::runtime(format!(
                     "timed out after {timeout:?} waiting for {what}"
                 )));
             }
@@ -328,7 +332,7 @@ impl TestKit {
             .into_iter()
             .rev()
             .find(Outcome::is_final)
-            .ok_or_else(|| Error::Runtime(what))
+            .ok_or_else(|| Error::runtime(what))
     }
 
     /// The offsets the group has committed for `topic`, by partition.
@@ -336,7 +340,10 @@ impl TestKit {
         let (brokers, group, topic) = (self.brokers.clone(), self.group.clone(), topic.to_owned());
         tokio::task::spawn_blocking(move || committed_offsets(&brokers, &group, &topic))
             .await
-            .map_err(|e| Error::Runtime(e.to_string()))?
+            .map_err(|e| Error::Runtime {
+                context: "the offsets query failed".into(),
+                source: Some(Box::new(e)),
+            })?
     }
 
     /// The end offset (high watermark) of each partition of `topic`.
@@ -344,7 +351,10 @@ impl TestKit {
         let (brokers, topic) = (self.brokers.clone(), topic.to_owned());
         tokio::task::spawn_blocking(move || end_offsets(&brokers, &topic))
             .await
-            .map_err(|e| Error::Runtime(e.to_string()))?
+            .map_err(|e| Error::Runtime {
+                context: "the offsets query failed".into(),
+                source: Some(Box::new(e)),
+            })?
     }
 
     /// Waits until the group's committed offset of every non-empty partition
@@ -366,12 +376,30 @@ impl TestKit {
                 return Ok(committed);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Runtime(format!(
+                return Err(Error::runtime(format!(
                     "timed out after {timeout:?}: committed offsets {committed:?} of {topic} never reached the end offsets {ends:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Reads at least `count` records of `topic` (from its beginning),
+    /// waiting up to `timeout` for them: for example the dead letters of a
+    /// test, from `<topic>.DLT`.
+    pub async fn read(
+        &self,
+        topic: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<ReadRecord>> {
+        let (brokers, topic) = (self.brokers.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, count, timeout))
+            .await
+            .map_err(|e| Error::Runtime {
+                context: "reading a topic failed".into(),
+                source: Some(Box::new(e)),
+            })?
     }
 
     /// Asks the dispatcher to stop and waits for `run()` to return.
@@ -383,9 +411,10 @@ impl TestKit {
     /// Waits for `run()` to return by itself (after a fatal error).
     pub async fn join(&mut self) -> Result<()> {
         match self.run.take() {
-            Some(run) => run
-                .await
-                .map_err(|e| Error::Runtime(format!("the dispatcher task failed: {e}")))?,
+            Some(run) => run.await.map_err(|e| Error::Runtime {
+                context: "the dispatcher task failed".into(),
+                source: Some(Box::new(e)),
+            })?,
             None => Ok(()),
         }
     }

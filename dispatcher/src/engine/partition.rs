@@ -1,54 +1,34 @@
 //! The worker of one assigned partition: queues its records by ordering
 //! lane, runs them within the in-flight caps, and publishes the watermark.
 
-use crate::error::FatalError;
-use crate::execute::{Finish, FirstAttempt, HandlerRuntime};
-use crate::lanes::{LaneId, Lanes};
-use crate::limit::Limit;
-use crate::message::KeyDisplay;
-use crate::tracker::OffsetTracker;
-use crate::{Error, Message};
+use super::backlog::Backlog;
+use super::execute::{Executor, Finish, FirstAttempt};
+use super::lanes::{LaneId, Lanes};
+use super::limit::Limit;
+use super::stop::Stop;
+use super::tracker::{OffsetTracker, Tracked};
+use crate::error::{Error, FatalError};
+use crate::message::{KeyDisplay, Message};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// State a partition's worker shares with the poll thread.
+/// What a partition's worker publishes for the poll thread.
 #[derive(Debug)]
 pub(crate) struct PartitionShared {
     /// Next offset to commit; -1 until a record finished.
     pub(crate) committable: AtomicI64,
-    /// Records sent to the worker and not yet below its watermark (nor
-    /// dropped): waiting, running, or finished behind an unfinished one.
-    /// The poll loop pauses the partition on it, which bounds the worker's
-    /// memory and what a crash delivers again, also when one record is slow
-    /// and the rest of its partition races ahead.
-    pub(crate) held: AtomicUsize,
-}
-
-/// The first fatal error of the run, and the signal that stops everything.
-#[derive(Debug, Default)]
-pub(crate) struct FatalSlot {
-    pub(crate) error: Mutex<Option<Error>>,
-    pub(crate) shutdown: CancellationToken,
-}
-
-impl FatalSlot {
-    pub(crate) fn report(&self, error: Error) {
-        let mut slot = self
-            .error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(error);
-        }
-        self.shutdown.cancel();
-    }
+    /// Bumped when the watermark went back because the consumer rewound
+    /// (see [`OffsetTracker`]): the committer then stores the lower value.
+    pub(crate) rewinds: AtomicU32,
+    /// What the partition holds, and the room for more.
+    pub(crate) backlog: Backlog,
 }
 
 /// The poll thread's handle on a partition's worker.
@@ -58,15 +38,21 @@ pub(crate) struct PartitionHandle {
     pub(crate) stop: CancellationToken,
     /// Disconnects when the worker has exited.
     pub(crate) exited: std::sync::mpsc::Receiver<()>,
-    pub(crate) paused: bool,
-    pub(crate) stored: i64,
+}
+
+impl PartitionHandle {
+    /// Hands a batch taken from Kafka (`bytes` in all) to the worker.
+    pub(crate) fn send(&self, batch: Vec<Message>, bytes: usize) -> bool {
+        self.shared.backlog.take(batch.len(), bytes);
+        self.records.send(batch).is_ok()
+    }
 }
 
 /// What a worker needs besides its records.
 pub(crate) struct WorkerContext {
-    pub(crate) handler: Arc<HandlerRuntime>,
+    pub(crate) executor: Arc<Executor>,
     pub(crate) global: Arc<Limit>,
-    pub(crate) fatal: Arc<FatalSlot>,
+    pub(crate) stop: Arc<Stop>,
     pub(crate) drain_timeout: Duration,
 }
 
@@ -76,44 +62,44 @@ pub(crate) fn spawn(
     topic: Arc<str>,
     partition: i32,
     cx: WorkerContext,
+    backlog: Backlog,
 ) -> PartitionHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (exit_tx, exit_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
-        held: AtomicUsize::new(0),
+        rewinds: AtomicU32::new(0),
+        backlog,
     });
     let stop = CancellationToken::new();
-    // A private copy of the handler's runtime: its reference count is
-    // touched per record, and must not be shared with other partitions.
+    // A private copy of the executor: its reference count is touched per
+    // record, and must not be shared with other partitions.
     let cx = WorkerContext {
-        handler: Arc::new(HandlerRuntime::clone(&cx.handler)),
+        executor: Arc::new(Executor::clone(&cx.executor)),
         ..cx
     };
     let worker = Worker {
         topic,
         partition,
-        lanes: Lanes::new(cx.handler.spec.policy.ordering_mode()),
+        lanes: Lanes::new(cx.executor.spec.policy.ordering()),
         cx,
         shared: shared.clone(),
         tracker: OffsetTracker::default(),
         ready: VecDeque::new(),
         halted: false,
-        released: 0,
         spare: 0,
+        stop: stop.clone(),
     };
-    rt.spawn(worker.run(rx, stop.clone(), exit_tx));
+    rt.spawn(worker.run(rx, exit_tx));
     PartitionHandle {
         records: tx,
         shared,
         stop,
         exited: exit_rx,
-        paused: false,
-        stored: -1,
     }
 }
 
-/// Gives a global slot back when dropped.
+/// Gives a slot back when dropped.
 struct SlotGuard(Option<Arc<Limit>>);
 
 impl Drop for SlotGuard {
@@ -128,7 +114,7 @@ impl Drop for SlotGuard {
 /// a detached task whose panic nobody would see: its partition would stall
 /// while everything else ran on.
 struct StopIfUnwinding {
-    fatal: Arc<FatalSlot>,
+    stop: Arc<Stop>,
     topic: Arc<str>,
     partition: i32,
 }
@@ -136,7 +122,7 @@ struct StopIfUnwinding {
 impl Drop for StopIfUnwinding {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.fatal.report(Error::Runtime(format!(
+            self.stop.fatal(Error::runtime(format!(
                 "the worker of partition {}[{}] panicked; see the log. Nothing after its last finished record was committed",
                 self.topic, self.partition
             )));
@@ -155,28 +141,27 @@ struct Worker {
     /// Which keys (or the whole partition) have a record ready or running,
     /// and the records waiting behind it.
     lanes: Lanes,
-    /// Records free to start once permits allow, in arrival order.
+    /// Records free to start once slots allow, in arrival order.
     ready: VecDeque<Message>,
     /// A fatal error was seen: start nothing more.
     halted: bool,
-    /// Records that passed the watermark or were dropped since `held` was
-    /// last updated.
-    released: usize,
     /// Global slots this worker holds and is not using: taken and given
     /// back in small batches, so the shared counter is not touched per
     /// record. Given back whenever the worker waits.
     spare: usize,
+    /// This partition's stop signal (revoke or shutdown).
+    stop: CancellationToken,
 }
 
 impl Worker {
     /// Tracks the records of a batch and starts those that may start: a
     /// record whose lane is free and for which a slot is free runs at once.
     fn enqueue(&mut self, batch: Vec<Message>, running: &mut Running) {
-        for msg in batch {
-            if !self.tracker.track(msg.offset()) {
-                self.released += 1;
-                continue;
+        for mut msg in batch {
+            if let Tracked::Rewound { last } = self.tracker.track(msg.offset(), msg.size()) {
+                self.rewound(&msg, last);
             }
+            msg.generation = self.tracker.generation();
             let Some(msg) = self.lanes.admit(msg) else {
                 continue;
             };
@@ -190,35 +175,68 @@ impl Worker {
         }
     }
 
-    /// Takes an in-flight slot from the global cap and the handler's cap.
+    /// The consumer delivered an offset at or below one it delivered
+    /// before: it rewound (log truncation after an unclean leader election,
+    /// or an out-of-range offset reset to the earliest). The records from
+    /// `msg` on are new and are handled; the ones waiting from before are
+    /// dropped (the rewound stream delivers their offsets again), and
+    /// nothing is committed past an unhandled record.
+    fn rewound(&mut self, msg: &Message, last: i64) {
+        tracing::error!(
+            topic = &*self.topic,
+            partition = self.partition,
+            offset = msg.offset(),
+            last_offset = last,
+            committable = ?self.tracker.committable(),
+            "the consumer rewound within an assignment (log truncation or offset reset): records from this offset on are handled as new, and nothing is committed past one not yet handled"
+        );
+        self.ready.clear();
+        self.lanes.clear();
+        self.shared.committable.store(
+            self.tracker.committable().unwrap_or(-1),
+            AtomicOrdering::Release,
+        );
+        self.shared.rewinds.fetch_add(1, AtomicOrdering::AcqRel);
+    }
+
+    /// Takes an in-flight slot from the handler's cap, then from the
+    /// global cap. In that order: a worker waiting for its handler's slot
+    /// must not sit on a global slot that other handlers could use.
     fn try_slots(&mut self) -> bool {
-        if self.spare == 0 {
-            match self.cx.global.try_acquire_up_to(self.cx.global.batch()) {
-                0 => return false,
-                n => self.spare = n,
-            }
-        }
-        if let Some(h) = &self.cx.handler.concurrency {
+        if let Some(h) = &self.cx.executor.concurrency {
             if !h.try_acquire() {
                 return false;
+            }
+        }
+        if self.spare == 0 {
+            match self.cx.global.try_acquire_up_to(self.cx.global.batch()) {
+                0 => {
+                    if let Some(h) = &self.cx.executor.concurrency {
+                        h.release(1);
+                    }
+                    return false;
+                }
+                n => self.spare = n,
             }
         }
         self.spare -= 1;
         true
     }
 
+    /// Waits for a slot of the handler's cap, then of the global cap.
     fn wait_slots(&self) -> BoxFuture<'static, ()> {
         let global = self.cx.global.clone();
-        let handler = self.cx.handler.concurrency.clone();
+        let handler = self.cx.executor.concurrency.clone();
         Box::pin(async move {
-            global.acquire().await;
+            // Dropped while waiting for the global slot: give the
+            // handler's back.
+            let mut guard = SlotGuard(None);
             if let Some(h) = handler {
-                // Dropped while waiting for the handler's slot: give the
-                // global one back.
-                let mut guard = SlotGuard(Some(global));
                 h.acquire().await;
-                guard.0 = None;
+                guard.0 = Some(h);
             }
+            global.acquire().await;
+            guard.0 = None;
         })
     }
 
@@ -229,7 +247,7 @@ impl Worker {
             self.cx.global.release(self.spare - keep);
             self.spare = keep;
         }
-        if let Some(h) = &self.cx.handler.concurrency {
+        if let Some(h) = &self.cx.executor.concurrency {
             h.release(n);
         }
     }
@@ -253,10 +271,10 @@ impl Worker {
     /// handlers) completes here, without a trip through the scheduler and
     /// without ever opening its lane.
     fn run_record(&mut self, msg: Message, running: &mut Running, lane_open: bool) {
-        let first = self.cx.handler.start(&msg);
+        let first = self.cx.executor.start(&msg);
         if let FirstAttempt::Handled = first {
             // The fast path: no lane was needed, no task, no allocation.
-            self.cx.handler.handled(&msg, 1);
+            self.cx.executor.handled(&msg, 1);
             self.complete(msg, Finish::Done, lane_open);
             return;
         }
@@ -265,9 +283,10 @@ impl Worker {
         } else {
             self.lanes.id(&msg)
         };
-        let handler = self.cx.handler.clone();
+        let executor = self.cx.executor.clone();
+        let stop = self.stop.clone();
         let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
-            let finish = handler.process(&msg, first).await;
+            let finish = executor.process(&msg, first, &stop).await;
             (msg, finish)
         });
         match (&mut record).now_or_never() {
@@ -291,25 +310,25 @@ impl Worker {
         self.release_slots(1);
         match finish {
             Finish::Done => {
-                let before = self.tracker.outstanding();
-                if let Some(next) = self.tracker.finish(msg.offset()) {
+                if let Some(next) = self.tracker.finish(msg.offset(), msg.generation) {
                     self.shared.committable.store(next, AtomicOrdering::Release);
                 }
-                self.released += before - self.tracker.outstanding();
                 if lane_open {
                     if let Some(next) = self.lanes.release(&msg) {
                         self.ready.push_back(next);
                     }
                 }
             }
+            // The partition is stopping: the record stays unfinished.
+            Finish::Abandoned => {}
             Finish::Fatal(error) => {
                 // The record stays unfinished, so the watermark stays below
-                // it, and its lane stays blocked. It also stays counted as
-                // held: the partition never looks idle, so the poll loop
+                // it, and its lane stays blocked. It also stays in the
+                // backlog: the partition never looks idle, so the committer
                 // never commits the consumer's position past it.
                 self.halted = true;
-                self.cx.fatal.report(Error::Fatal(Box::new(FatalError {
-                    handler: self.cx.handler.name.to_string(),
+                self.cx.stop.fatal(Error::Fatal(Box::new(FatalError {
+                    handler: self.cx.executor.name.to_string(),
                     topic: msg.topic().to_owned(),
                     partition: msg.partition(),
                     offset: msg.offset(),
@@ -323,22 +342,27 @@ impl Worker {
     /// Drops every record not yet started; they stay unfinished in the
     /// tracker, so nothing after them is committed.
     fn drop_queued(&mut self) {
-        let dropped = self.ready.len() + self.lanes.clear();
         self.ready.clear();
-        self.released += dropped;
+        self.lanes.clear();
+    }
+
+    /// Gives the backlog what left the tracker since the last time.
+    fn release_backlog(&mut self) {
+        let (records, bytes) = self.tracker.take_released();
+        self.shared.backlog.release(records, bytes);
     }
 
     async fn run(
         mut self,
         mut records: mpsc::UnboundedReceiver<Vec<Message>>,
-        stop: CancellationToken,
         _exited: std::sync::mpsc::Sender<()>,
     ) {
         let _stop_if_unwinding = StopIfUnwinding {
-            fatal: self.cx.fatal.clone(),
+            stop: self.cx.stop.clone(),
             topic: self.topic.clone(),
             partition: self.partition,
         };
+        let stop = self.stop.clone();
         let mut running: Running = FuturesUnordered::new();
         let mut waiting: Option<BoxFuture<'static, ()>> = None;
         let mut stopping = false;
@@ -352,12 +376,7 @@ impl Worker {
                     waiting = Some(self.wait_slots());
                 }
             }
-            if self.released > 0 {
-                self.shared
-                    .held
-                    .fetch_sub(self.released, AtomicOrdering::Release);
-                self.released = 0;
-            }
+            self.release_backlog();
             if stopping && running.is_empty() {
                 break;
             }
@@ -412,22 +431,34 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
-    use crate::{Handler, HandlerFuture, HandlerSpec, Policy};
+    use crate::engine::backlog::PollWaker;
+    use crate::handler::{Handler, HandlerError, HandlerFuture, HandlerPanic, HandlerSpec};
+    use crate::policy::{Classification, Classify, Policy};
+    use std::sync::Mutex;
 
     /// Finishes records at once, except those with key "slow", which wait
-    /// (almost) forever.
-    struct Mixed;
+    /// (almost) forever; notes the offset of every record it finishes.
+    struct Mixed {
+        finished: &'static Mutex<Vec<i64>>,
+    }
+
     impl Handler for Mixed {
         fn call(&self, msg: Message) -> HandlerFuture<'static> {
+            let finished = self.finished;
             Box::pin(async move {
                 if msg.key() == Some(&b"slow"[..]) {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
+                finished.lock().expect("lock").push(msg.offset());
                 Ok(())
             })
         }
     }
-    static MIXED: Mixed = Mixed;
+
+    fn mixed() -> (&'static Mixed, &'static Mutex<Vec<i64>>) {
+        let finished: &'static Mutex<Vec<i64>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        (Box::leak(Box::new(Mixed { finished })), finished)
+    }
 
     struct NoSink;
     impl DeadLetterSink for NoSink {
@@ -446,7 +477,7 @@ mod tests {
         fn call(&self, msg: Message) -> HandlerFuture<'static> {
             Box::pin(async move {
                 if msg.key() == Some(&b"bad"[..]) {
-                    return Err(crate::HandlerError::new(std::fmt::Error));
+                    return Err(HandlerError::new(std::fmt::Error));
                 }
                 Ok(())
             })
@@ -455,14 +486,10 @@ mod tests {
     static FAILS_BAD: FailsBad = FailsBad;
 
     struct PanickingClassifier;
-    impl crate::Classify for PanickingClassifier {
-        fn classify(&self, _: &crate::HandlerError) -> Option<crate::Classification> {
+    impl Classify for PanickingClassifier {
+        fn classify(&self, _: &HandlerError) -> Option<Classification> {
             panic!("a classifier bug")
         }
-    }
-
-    fn worker_context(global: Arc<Limit>) -> WorkerContext {
-        context_for(global, &MIXED, Policy::DEFAULT.concurrency(4))
     }
 
     fn context_for(
@@ -470,38 +497,43 @@ mod tests {
         handler: &'static dyn Handler,
         policy: Policy,
     ) -> WorkerContext {
-        let spec = HandlerSpec {
-            name: "mixed",
-            module_path: "tests",
-            file: file!(),
-            line: line!(),
-            topics: &["t"],
-            group: None,
-            policy,
-            handler,
-        };
+        let spec = HandlerSpec::new("mixed", &["t"], handler)
+            .declared_at("tests", file!(), line!())
+            .with_policy(policy);
         WorkerContext {
-            handler: Arc::new(HandlerRuntime {
+            executor: Arc::new(Executor {
                 spec,
                 name: Arc::from("tests::mixed"),
-                concurrency: policy.concurrency_limit().map(|n| Arc::new(Limit::new(n))),
+                concurrency: policy.concurrency().map(|n| Arc::new(Limit::new(n))),
                 listeners: Arc::from(Vec::new()),
                 dead_letters: Arc::new(NoSink),
                 group: Arc::from("g"),
             }),
             global,
-            fatal: Arc::new(FatalSlot::default()),
+            stop: Arc::new(Stop::default()),
             drain_timeout: Duration::from_millis(50),
         }
     }
 
+    fn start(cx: WorkerContext, partition: i32) -> PartitionHandle {
+        let backlog = Backlog::new(100_000, 1 << 30, Arc::new(PollWaker::default()));
+        spawn(
+            &tokio::runtime::Handle::current(),
+            Arc::from("t"),
+            partition,
+            cx,
+            backlog,
+        )
+    }
+
     /// Sends a batch to a worker the way the poll thread does.
     fn hand_over(handle: &PartitionHandle, batch: Vec<Message>) {
-        handle
-            .shared
-            .held
-            .fetch_add(batch.len(), AtomicOrdering::Relaxed);
-        handle.records.send(batch).expect("worker is running");
+        let bytes = batch.iter().map(Message::size).sum();
+        assert!(handle.send(batch, bytes), "worker is running");
+    }
+
+    fn committable(handle: &PartitionHandle) -> i64 {
+        handle.shared.committable.load(AtomicOrdering::Acquire)
     }
 
     /// Polls `done` until it holds, failing after 30 s.
@@ -516,23 +548,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stopped_worker_gives_every_slot_back() {
-        let global = Arc::new(Limit::new(100_000));
-        let cx = worker_context(global.clone());
-        let handler_limit = cx.handler.concurrency.clone().expect("set");
-        let handle = spawn(&tokio::runtime::Handle::current(), Arc::from("t"), 0, cx);
-        let mut batch: Vec<Message> = (0..500)
-            .map(|o| Message::new("t", 0, o).with_key(format!("k{}", o % 7)))
-            .collect();
-        batch.push(Message::new("t", 0, 500).with_key("slow"));
-        batch.push(Message::new("t", 0, 501).with_key("slow"));
-        hand_over(&handle, batch);
-        wait_for("everything but the slow key to finish", || {
-            handle.shared.committable.load(AtomicOrdering::Acquire) == 500
-        })
-        .await;
-        assert!(global.used() >= 1, "the slow record holds a slot");
+    async fn stop_and_wait(handle: PartitionHandle) {
         handle.stop.cancel();
         let exited = tokio::task::spawn_blocking(move || {
             handle.exited.recv_timeout(Duration::from_secs(30))
@@ -543,6 +559,32 @@ mod tests {
             matches!(exited, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)),
             "the worker exited"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_worker_gives_every_slot_back() {
+        let global = Arc::new(Limit::new(100_000));
+        let (handler, _) = mixed();
+        let cx = context_for(global.clone(), handler, Policy::DEFAULT.with_concurrency(4));
+        let handler_limit = cx.executor.concurrency.clone().expect("set");
+        let handle = start(cx, 0);
+        let mut batch: Vec<Message> = (0..500)
+            .map(|o| Message::new("t", 0, o).with_key(format!("k{}", o % 7)))
+            .collect();
+        batch.push(Message::new("t", 0, 500).with_key("slow"));
+        batch.push(Message::new("t", 0, 501).with_key("slow"));
+        hand_over(&handle, batch);
+        wait_for("everything but the slow key to finish", || {
+            committable(&handle) == 500
+        })
+        .await;
+        assert!(global.used() >= 1, "the slow record holds a slot");
+        assert_eq!(
+            handle.shared.backlog.records(),
+            2,
+            "the slow records are held"
+        );
+        stop_and_wait(handle).await;
         assert_eq!(global.used(), 0, "global slots leaked");
         assert_eq!(handler_limit.used(), 0, "handler slots leaked");
     }
@@ -554,27 +596,112 @@ mod tests {
         let cx = context_for(
             global.clone(),
             &FAILS_BAD,
-            Policy::DEFAULT.classifier(&CLASSIFIER),
+            Policy::DEFAULT.with_classifier(&CLASSIFIER),
         );
-        let fatal = cx.fatal.clone();
-        let handle = spawn(&tokio::runtime::Handle::current(), Arc::from("t"), 0, cx);
+        let stop = cx.stop.clone();
+        let handle = start(cx, 0);
         let batch = vec![
             Message::new("t", 0, 0).with_key("a"),
             Message::new("t", 0, 1).with_key("bad"),
             Message::new("t", 0, 2).with_key("b"),
         ];
         hand_over(&handle, batch);
-        wait_for("a fatal error", || fatal.shutdown.is_cancelled()).await;
-        let error = fatal.error.lock().expect("lock").take().expect("an error");
-        match error {
+        wait_for("a fatal error", || stop.is_stopping()).await;
+        match stop.take_error().expect("an error") {
             Error::Fatal(f) => {
                 assert_eq!((f.partition, f.offset), (0, 1));
-                assert!(f.error.is::<crate::HandlerPanic>(), "{f:?}");
+                assert!(f.error.is::<HandlerPanic>(), "{f:?}");
             }
             other => panic!("expected a fatal error, got {other:?}"),
         }
         // Offset 0 finished; the record that panicked holds the watermark.
-        assert_eq!(handle.shared.committable.load(AtomicOrdering::Acquire), 1);
+        assert_eq!(committable(&handle), 1);
         handle.stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewind_handles_the_reused_offsets_and_commits_nothing_past_them() {
+        let (handler, finished) = mixed();
+        let handle = start(
+            context_for(Arc::new(Limit::new(1_000)), handler, Policy::DEFAULT),
+            0,
+        );
+        hand_over(
+            &handle,
+            (0..10)
+                .map(|o| Message::new("t", 0, o).with_key(format!("k{o}")))
+                .collect(),
+        );
+        wait_for("the first ten records", || committable(&handle) == 10).await;
+        // librdkafka rewinds to offset 5 (say, log truncation after an
+        // unclean leader election): the records from 5 on are new.
+        hand_over(
+            &handle,
+            vec![
+                Message::new("t", 0, 5).with_key("slow"),
+                Message::new("t", 0, 6).with_key("k6"),
+                Message::new("t", 0, 7).with_key("k7"),
+            ],
+        );
+        wait_for("the new records 6 and 7 to be handled", || {
+            finished
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|&&o| o == 6 || o == 7)
+                .count()
+                == 4
+        })
+        .await;
+        assert_eq!(
+            committable(&handle),
+            5,
+            "the watermark falls back to the rewind point: offset 5 is not handled yet"
+        );
+        assert_eq!(handle.shared.rewinds.load(AtomicOrdering::Acquire), 1);
+        stop_and_wait(handle).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_at_its_own_limit_does_not_take_global_slots_from_others() {
+        // Two global slots; handler A may run one record at a time and its
+        // records hang, on four partitions; handler B has no limit.
+        let global = Arc::new(Limit::new(2));
+        let (a, _) = mixed();
+        let (b, b_finished) = mixed();
+        let mut a_workers = Vec::new();
+        let a_cx = context_for(global.clone(), a, Policy::DEFAULT.with_concurrency(1));
+        let a_limit = a_cx.executor.concurrency.clone();
+        for p in 0..4 {
+            let cx = WorkerContext {
+                executor: a_cx.executor.clone(),
+                global: global.clone(),
+                stop: a_cx.stop.clone(),
+                drain_timeout: a_cx.drain_timeout,
+            };
+            let handle = start(cx, p);
+            hand_over(&handle, vec![Message::new("t", p, 0).with_key("slow")]);
+            a_workers.push(handle);
+        }
+        assert!(a_limit.is_some());
+        wait_for("handler A to run its one record", || global.used() >= 1).await;
+        let b_handle = start(context_for(global.clone(), b, Policy::DEFAULT), 9);
+        hand_over(
+            &b_handle,
+            (0..50)
+                .map(|o| Message::new("t", 9, o).with_key(format!("k{o}")))
+                .collect(),
+        );
+        wait_for(
+            "handler B's records, with A waiting for its own slot",
+            || committable(&b_handle) == 50,
+        )
+        .await;
+        assert_eq!(b_finished.lock().expect("lock").len(), 50);
+        for h in a_workers {
+            stop_and_wait(h).await;
+        }
+        stop_and_wait(b_handle).await;
+        assert_eq!(global.used(), 0);
     }
 }

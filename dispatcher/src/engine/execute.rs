@@ -1,32 +1,35 @@
 //! One record through its handler: attempts, timeout, panic capture,
-//! classification, backoff, dead letter.
+//! classification and backoff. What happens after (dead letter, events) is
+//! in [`outcome`](super::outcome).
 
-use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
-use crate::event::{EventListener, Outcome, RecordEvent};
-use crate::handler_error::{panic_message, HandlerError, HandlerTimeout};
-use crate::limit::Limit;
-use crate::message::KeyDisplay;
+use crate::dead_letter::DeadLetterSink;
+use crate::engine::limit::Limit;
+use crate::event::{EventListener, Outcome};
+use crate::handler::{HandlerError, HandlerFuture, HandlerSpec, HandlerTimeout};
+use crate::message::{KeyDisplay, Message};
 use crate::policy::Classification;
-use crate::{HandlerFuture, HandlerSpec, Message};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
+use tokio_util::sync::CancellationToken;
 
-/// A handler as the runtime runs it: its spec plus what it shares with the
-/// rest of the runtime.
+/// Runs records through one handler with its policy, and hands the ones
+/// that fail for good to the dead-letter sink.
 #[derive(Clone)]
-pub(crate) struct HandlerRuntime {
+pub(crate) struct Executor {
     pub(crate) spec: HandlerSpec,
+    /// `module::name`, shared by every record's events.
     pub(crate) name: Arc<str>,
+    /// The handler's own cap on records in flight.
     pub(crate) concurrency: Option<Arc<Limit>>,
     pub(crate) listeners: Arc<[EventListener]>,
     pub(crate) dead_letters: Arc<dyn DeadLetterSink>,
     pub(crate) group: Arc<str>,
 }
 
-/// The first attempt of a record, as far as [`HandlerRuntime::start`] got.
+/// The first attempt of a record, as far as [`Executor::start`] got.
 pub(crate) enum FirstAttempt {
     /// It succeeded.
     Handled,
@@ -42,41 +45,17 @@ pub(crate) enum Finish {
     Done,
     /// Fatal: the offset must not be committed and the consumer stops.
     Fatal(HandlerError),
+    /// Its partition stopped while it waited to retry: it is not finished,
+    /// its offset is not committed, and it is delivered again.
+    Abandoned,
 }
 
-impl HandlerRuntime {
-    fn emit(&self, msg: &Message, outcome: Outcome) {
-        if self.listeners.is_empty() {
-            return;
-        }
-        let event = RecordEvent {
-            topic: msg.topic_arc().clone(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key_bytes().cloned(),
-            handler: self.name.clone(),
-            outcome,
-        };
-        for l in self.listeners.iter() {
-            // A listener is observability: its panic must not take the
-            // partition's worker (and the record's outcome) down with it.
-            if std::panic::catch_unwind(AssertUnwindSafe(|| l(&event))).is_err() {
-                tracing::error!(
-                    topic = msg.topic(),
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    handler = &*self.name,
-                    "an event listener panicked; the record's outcome is unaffected"
-                );
-            }
-        }
-    }
-
+impl Executor {
     /// Calls the handler for a new attempt. A hand-written [`Handler`]
     /// may panic in `call` itself, before any future exists: that panic is
     /// the attempt's error, like a panic inside the future.
     ///
-    /// [`Handler`]: crate::Handler
+    /// [`Handler`]: crate::handler::Handler
     fn call(&self, msg: &Message) -> Result<HandlerFuture<'static>, HandlerError> {
         std::panic::catch_unwind(AssertUnwindSafe(|| self.spec.handler.call(msg.clone())))
             .map_err(HandlerError::from_panic)
@@ -86,7 +65,7 @@ impl HandlerRuntime {
     /// panic turned into an error.
     async fn finish_attempt(&self, call: HandlerFuture<'static>) -> Result<(), HandlerError> {
         let call = AssertUnwindSafe(call).catch_unwind();
-        let result = match self.spec.policy.attempt_timeout() {
+        let result = match self.spec.policy.timeout() {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(r) => r,
                 Err(_) => return Err(HandlerError::new(HandlerTimeout { limit })),
@@ -113,23 +92,16 @@ impl HandlerRuntime {
         }
     }
 
-    /// Records that `msg` was handled after `attempts` attempts.
-    pub(crate) fn handled(&self, msg: &Message, attempts: u32) {
-        tracing::debug!(
-            topic = msg.topic(),
-            partition = msg.partition(),
-            offset = msg.offset(),
-            handler = &*self.name,
-            attempts,
-            "record handled"
-        );
-        self.emit(msg, Outcome::Handled { attempts });
-    }
-
-    /// Runs `msg` through the policy until it is handled, dead-lettered or
-    /// fatal.
-    /// `first` is how the first attempt went so far (see [`start`](Self::start)).
-    pub(crate) async fn process(&self, msg: &Message, first: FirstAttempt) -> Finish {
+    /// Runs `msg` through the policy until it is handled, dead-lettered,
+    /// fatal, or abandoned because `stop` (its partition's stop signal)
+    /// fired while it waited to retry. `first` is how the first attempt went
+    /// so far (see [`start`](Self::start)).
+    pub(crate) async fn process(
+        &self,
+        msg: &Message,
+        first: FirstAttempt,
+        stop: &CancellationToken,
+    ) -> Finish {
         let policy = &self.spec.policy;
         let mut attempt = 1u32;
         let mut first_failure = None;
@@ -177,27 +149,38 @@ impl HandlerRuntime {
                     );
                     return Finish::Fatal(error);
                 }
-                Classification::Retry if attempt < policy.attempts() => {
-                    let delay = policy
-                        .backoff_policy()
-                        .delay(attempt, rand::random::<f64>());
-                    tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, max_attempts = policy.attempts(), retry_in = ?delay, error = %error.chain_message(), "retryable error; retrying after backoff");
-                    self.emit(
-                        msg,
-                        Outcome::Retrying {
-                            attempt,
-                            delay,
-                            error: error.chain_message(),
-                        },
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+                Classification::Retry => {
+                    if let Some(delay) = policy.retry_schedule().delay_before(attempt) {
+                        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, max_attempts = policy.max_attempts(), retry_in = ?delay, error = %error.chain_message(), "retryable error; retrying after backoff");
+                        self.emit(
+                            msg,
+                            Outcome::Retrying {
+                                attempt,
+                                delay,
+                                error: error.chain_message(),
+                            },
+                        );
+                        // A revoke or shutdown must not wait out a backoff:
+                        // the record is abandoned, uncommitted, and
+                        // delivered again.
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => {
+                                tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, "partition stopping: the record waiting to retry is abandoned and will be delivered again");
+                                return Finish::Abandoned;
+                            }
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                        attempt += 1;
+                        continue;
+                    }
+                    return self
+                        .dead_letter(msg, &error, "retries-exhausted", attempt, first, now)
+                        .await;
                 }
-                Classification::Retry | Classification::DeadLetter => {
+                Classification::DeadLetter => {
                     let reason = if error.is_decode_error() {
                         "undecodable"
-                    } else if class == Classification::Retry {
-                        "retries-exhausted"
                     } else {
                         "not-retryable"
                     };
@@ -208,87 +191,15 @@ impl HandlerRuntime {
             }
         }
     }
-
-    async fn dead_letter(
-        &self,
-        msg: &Message,
-        error: &HandlerError,
-        reason: &'static str,
-        attempts: u32,
-        first_failure: SystemTime,
-        last_failure: SystemTime,
-    ) -> Finish {
-        let topic = self.spec.policy.dead_letter_topic_for(msg.topic());
-        let dl = DeadLetter {
-            topic: &topic,
-            consumer_group: &self.group,
-            handler: &self.name,
-            reason,
-            error_kind: error.kind_name(),
-            error_type: error.type_name(),
-            error_message: error.to_string(),
-            error_chain: error.chain_message(),
-            attempts,
-            first_failure,
-            last_failure,
-        };
-        let key = KeyDisplay(msg.key());
-        // A sink that panics failed to write, like one that returns an error.
-        let published = AssertUnwindSafe(self.dead_letters.publish(msg, &dl))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                Err(format!("the dead-letter sink panicked: {}", panic_message(&*panic)).into())
-            });
-        match published {
-            Ok(()) => {
-                tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempts, reason, dead_letter_topic = %topic, error = %dl.error_chain, "record sent to the dead-letter topic");
-                self.emit(
-                    msg,
-                    Outcome::DeadLettered {
-                        attempts,
-                        reason: format!("{reason}: {}", dl.error_chain),
-                        dead_letter_topic: topic.clone(),
-                    },
-                );
-                Finish::Done
-            }
-            Err(e) => {
-                tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, dead_letter_topic = %topic, error = %e, "cannot write the dead letter; stopping so the record is not lost");
-                let error = HandlerError::new(DeadLetterWriteFailed {
-                    topic: topic.clone(),
-                    original: dl.error_chain,
-                    source: e,
-                });
-                self.emit(
-                    msg,
-                    Outcome::Fatal {
-                        attempts,
-                        error: error.chain_message(),
-                    },
-                );
-                Finish::Fatal(error)
-            }
-        }
-    }
-}
-
-/// A dead letter could not be written, so the record could not be finished.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write dead letter to {topic} (the record failed with: {original})")]
-pub struct DeadLetterWriteFailed {
-    topic: String,
-    original: String,
-    #[source]
-    source: SinkError,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::DeadLetterSink;
+    use crate::dead_letter::{DeadLetter, DeadLetterSink, DeadLetterWriteFailed, SinkError};
+    use crate::event::RecordEvent;
+    use crate::handler::Handler;
     use crate::policy::{Backoff, ErrorMatcher, Policy};
-    use crate::{Handler, HandlerFuture};
     use futures::future::BoxFuture;
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -379,26 +290,15 @@ mod tests {
 
     static FATAL: [ErrorMatcher; 1] = [ErrorMatcher::of::<ConfigError>("ConfigError")];
 
-    fn runtime(
-        steps: Vec<Step>,
-        policy: Policy,
-        sink: Arc<Sink>,
-    ) -> (HandlerRuntime, &'static Scripted) {
+    fn runtime(steps: Vec<Step>, policy: Policy, sink: Arc<Sink>) -> (Executor, &'static Scripted) {
         let handler: &'static Scripted = Box::leak(Box::new(Scripted {
             steps: Mutex::new(steps.into()),
             calls: Mutex::new(Vec::new()),
         }));
-        let spec = HandlerSpec {
-            name: "scripted",
-            module_path: "tests",
-            file: file!(),
-            line: line!(),
-            topics: &["t"],
-            group: None,
-            policy: policy.fatal(&FATAL),
-            handler,
-        };
-        let rt = HandlerRuntime {
+        let spec = HandlerSpec::new("scripted", &["t"], handler)
+            .declared_at("tests", file!(), line!())
+            .with_policy(policy.with_fatal(&FATAL));
+        let rt = Executor {
             spec,
             name: Arc::from("tests::scripted"),
             concurrency: None,
@@ -419,18 +319,18 @@ mod tests {
     }
 
     /// Runs a record the way a partition worker does.
-    async fn run(rt: &HandlerRuntime) -> Finish {
+    async fn run(rt: &Executor) -> Finish {
         let m = msg();
         let first = rt.start(&m);
-        rt.process(&m, first).await
+        rt.process(&m, first, &CancellationToken::new()).await
     }
 
     #[tokio::test(start_paused = true)]
     async fn retries_with_fixed_backoff_then_succeeds() {
         let sink = Arc::new(Sink::default());
         let policy = Policy::DEFAULT
-            .max_attempts(3)
-            .backoff(Backoff::Fixed(Duration::from_millis(100)));
+            .with_max_attempts(3)
+            .with_backoff(Backoff::Fixed(Duration::from_millis(100)));
         let (rt, h) = runtime(vec![Step::Io, Step::Io, Step::Ok], policy, sink.clone());
         assert!(matches!(run(&rt).await, Finish::Done));
         assert_eq!(gaps(h), vec![Duration::from_millis(100); 2]);
@@ -448,7 +348,7 @@ mod tests {
         };
         let (rt, h) = runtime(
             vec![Step::Io; 4],
-            Policy::DEFAULT.max_attempts(4).backoff(backoff),
+            Policy::DEFAULT.with_max_attempts(4).with_backoff(backoff),
             sink.clone(),
         );
         assert!(matches!(run(&rt).await, Finish::Done));
@@ -484,7 +384,7 @@ mod tests {
         let (rt, _) = runtime(vec![Step::Fatal], Policy::DEFAULT, sink.clone());
         match run(&rt).await {
             Finish::Fatal(e) => assert!(e.is::<ConfigError>(), "{e:?}"),
-            Finish::Done => panic!("expected fatal"),
+            _ => panic!("expected fatal"),
         }
         assert!(sink.letters.lock().expect("lock").is_empty());
     }
@@ -503,7 +403,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_panic_in_call_is_the_attempts_error_also_on_retry() {
         let sink = Arc::new(Sink::default());
-        let policy = Policy::DEFAULT.backoff(Backoff::Fixed(Duration::from_millis(10)));
+        let policy = Policy::DEFAULT.with_backoff(Backoff::Fixed(Duration::from_millis(10)));
         // First attempt: panics inside `call`; it is not retryable.
         let (rt, _) = runtime(vec![Step::PanicInCall], policy, sink.clone());
         assert!(matches!(run(&rt).await, Finish::Done));
@@ -534,8 +434,8 @@ mod tests {
     async fn timeouts_retry_by_default() {
         let sink = Arc::new(Sink::default());
         let policy = Policy::DEFAULT
-            .timeout(Duration::from_secs(1))
-            .backoff(Backoff::Fixed(Duration::from_millis(10)));
+            .with_timeout(Duration::from_secs(1))
+            .with_backoff(Backoff::Fixed(Duration::from_millis(10)));
         let (rt, h) = runtime(vec![Step::Hang, Step::Ok], policy, sink.clone());
         assert!(matches!(run(&rt).await, Finish::Done));
         assert_eq!(gaps(h), vec![Duration::from_millis(1010)]);
@@ -551,7 +451,7 @@ mod tests {
         let (rt, _) = runtime(vec![Step::Other], Policy::DEFAULT, sink);
         match run(&rt).await {
             Finish::Fatal(e) => assert!(e.is::<DeadLetterWriteFailed>(), "{e:?}"),
-            Finish::Done => panic!("expected fatal"),
+            _ => panic!("expected fatal"),
         }
     }
 
@@ -570,7 +470,41 @@ mod tests {
                     "{e:?}"
                 );
             }
-            Finish::Done => panic!("expected fatal"),
+            _ => panic!("expected fatal"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backoff_ends_when_its_partition_stops() {
+        let sink = Arc::new(Sink::default());
+        let policy = Policy::DEFAULT.with_backoff(Backoff::Fixed(Duration::from_secs(3600)));
+        let (rt, h) = runtime(vec![Step::Io, Step::Ok], policy, sink.clone());
+        let stop = CancellationToken::new();
+        let m = msg();
+        let first = rt.start(&m);
+        let started = Instant::now();
+        let stopper = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                stop.cancel();
+            })
+        };
+        let finish = rt.process(&m, first, &stop).await;
+        assert!(
+            matches!(finish, Finish::Abandoned),
+            "abandoned, not handled"
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "ended by the stop, not the hour-long backoff"
+        );
+        assert_eq!(h.calls.lock().expect("lock").len(), 1, "no second attempt");
+        assert!(
+            sink.letters.lock().expect("lock").is_empty(),
+            "not dead-lettered"
+        );
+        stopper.await.expect("stopper");
     }
 }

@@ -69,7 +69,7 @@ impl HandlerError {
     pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
         HandlerError {
             inner: Inner::Anyhow(anyhow::Error::new(error)),
-            type_name: std::any::type_name::<E>(),
+            type_name: crate::type_name::error(std::any::type_name::<E>()),
         }
     }
 

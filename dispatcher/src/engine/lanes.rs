@@ -1,8 +1,8 @@
 //! Ordering lanes of one partition: which keys have a record running, and
 //! the records waiting behind it.
 
-use crate::policy::Ordering;
-use crate::Message;
+use crate::message::Message;
+use crate::policy::OrderingMode as Ordering;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;

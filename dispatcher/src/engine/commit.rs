@@ -1,0 +1,252 @@
+//! Committing: what each partition may commit, when it is committed, and
+//! how long a final commit may take.
+//!
+//! Every few milliseconds the poll loop stores each partition's watermark
+//! in librdkafka ([`Committer::store_progress`]); librdkafka's auto-commit
+//! sends the stored offsets every commit interval
+//! (`enable.auto.commit=true`, `enable.auto.offset.store=false`, both kept
+//! by the dispatcher). When partitions are revoked and at shutdown, their
+//! final watermarks are committed synchronously
+//! ([`Committer::commit_final`]), retrying only errors worth retrying, and
+//! giving up after the commit timeout: the records are then delivered
+//! again, never lost.
+
+use super::assignment::AssignedPartition;
+use super::context::GroupConsumer;
+use crate::policy::RetrySchedule;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Properties the dispatcher sets on every consumer because offset safety
+/// depends on them; configuration cannot override them.
+pub(crate) const RESERVED: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+    "auto.commit.interval.ms",
+];
+
+/// The consumer settings committing depends on.
+pub(crate) fn consumer_settings(commit_interval: Duration) -> [(&'static str, String); 3] {
+    [
+        ("enable.auto.commit", "true".to_owned()),
+        ("enable.auto.offset.store", "false".to_owned()),
+        (
+            "auto.commit.interval.ms",
+            commit_interval.as_millis().to_string(),
+        ),
+    ]
+}
+
+/// Stores and commits the watermarks of one group's partitions.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    group: String,
+    /// The limit of a final commit.
+    timeout: Duration,
+    /// Retries of a final commit, within the timeout.
+    retry: RetrySchedule,
+}
+
+impl Committer {
+    pub(crate) fn new(group: String, timeout: Duration, retry: RetrySchedule) -> Self {
+        Committer {
+            group,
+            timeout,
+            retry,
+        }
+    }
+
+    /// The offset a partition may commit now: its watermark or, when it
+    /// holds no record at all, the consumer's position if that is further.
+    /// Every record the partition was given is finished then, and every
+    /// record polled was given to it, so nothing below the position is
+    /// unfinished; the offsets in between hold no records for us
+    /// (transaction markers, compacted records), and committing past them
+    /// keeps the lag at zero. librdkafka's position is the offset after the
+    /// last record it returned, or after a control record it consumed
+    /// itself: it never moves ahead of records we have not seen.
+    fn next(p: &AssignedPartition, position: Option<i64>) -> i64 {
+        let watermark = p.worker.shared.committable.load(Ordering::Acquire);
+        match position {
+            Some(position) if p.worker.shared.backlog.records() == 0 => watermark.max(position),
+            _ => watermark,
+        }
+    }
+
+    /// Stores, for librdkafka's next periodic commit, the offsets that
+    /// moved. Only forwards, except after the consumer rewound (see the
+    /// offset tracker).
+    pub(crate) fn store_progress<'a>(
+        &self,
+        consumer: &GroupConsumer,
+        partitions: impl Iterator<Item = &'a mut AssignedPartition>,
+        positions: Option<&TopicPartitionList>,
+    ) {
+        let mut store = TopicPartitionList::new();
+        for p in partitions {
+            let position = positions
+                .and_then(|l| l.find_partition(&p.topic, p.partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let next = Self::next(p, position);
+            let rewinds = p.worker.shared.rewinds.load(Ordering::Acquire);
+            let moved =
+                next > p.stored || (rewinds != p.rewinds_seen && next >= 0 && next != p.stored);
+            if moved
+                && store
+                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(next))
+                    .is_ok()
+            {
+                p.stored = next;
+                p.rewinds_seen = rewinds;
+            }
+        }
+        if store.count() > 0 {
+            if let Err(e) = consumer.store_offsets(&store) {
+                tracing::debug!(group = %self.group, error = %e, "cannot store offsets (partition no longer assigned?)");
+            }
+        }
+    }
+
+    /// The offsets to commit for partitions being given up: what each
+    /// would store now, and never below what was stored before (the idle
+    /// position may be ahead of the watermark), except after a rewind.
+    pub(crate) fn final_offsets(&self, partitions: &[AssignedPartition]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            let watermark = Self::next(p, None);
+            let rewound = p.worker.shared.rewinds.load(Ordering::Acquire) != p.rewinds_seen;
+            let next = if rewound {
+                watermark
+            } else {
+                watermark.max(p.stored)
+            };
+            if next >= 0 {
+                if let Err(e) =
+                    tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(next))
+                {
+                    tracing::error!(topic = &*p.topic, partition = p.partition, error = %e, "cannot build the commit list");
+                }
+            }
+        }
+        tpl
+    }
+
+    /// Stores `offsets` and commits them synchronously, retrying errors
+    /// worth retrying, for at most the commit timeout. Returns whether the
+    /// commit went through. Past the timeout the commit is abandoned (the
+    /// call may finish in the background): the records after the last
+    /// committed offset are delivered again, never lost.
+    pub(crate) fn commit_final(
+        &self,
+        consumer: &Arc<GroupConsumer>,
+        offsets: TopicPartitionList,
+        why: &'static str,
+    ) -> bool {
+        if offsets.count() == 0 {
+            return true;
+        }
+        // librdkafka's own commit on unassign and close commits the stored
+        // offsets, which must not be older than these.
+        if let Err(e) = consumer.store_offsets(&offsets) {
+            tracing::debug!(group = %self.group, error = %e, "cannot store the final offsets");
+        }
+        let deadline = Instant::now() + self.timeout;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (c, list, retry, group) = (
+            consumer.clone(),
+            offsets.clone(),
+            self.retry,
+            self.group.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let mut attempt = 0;
+                let result = loop {
+                    attempt += 1;
+                    let error = match c.commit(&list, CommitMode::Sync) {
+                        Ok(()) => break Ok(()),
+                        Err(e) => e,
+                    };
+                    let delay = retry
+                        .delay_before(attempt)
+                        .filter(|d| worth_retrying(&error) && Instant::now() + *d < deadline);
+                    match delay {
+                        Some(d) => {
+                            tracing::warn!(group = %group, error = %error, attempt, retry_in = ?d, why, "synchronous commit failed; retrying");
+                            std::thread::sleep(d);
+                        }
+                        None => break Err(error),
+                    }
+                };
+                let _ = tx.send(result);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(group = %self.group, error = %e, why, "cannot start the commit thread; the records after the last committed offset will be delivered again");
+            return false;
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(group = %self.group, error = %e, why, offsets = ?offsets, "could not commit; the records after the last committed offset will be delivered again (to this or another consumer)");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(group = %self.group, timeout = ?self.timeout, why, offsets = ?offsets, "gave up waiting for the commit after the commit timeout (is the group coordinator down?); the records after the last committed offset will be delivered again");
+                false
+            }
+        }
+    }
+}
+
+/// Whether a failed commit may succeed if tried again soon. A rebalance
+/// in progress, a stale generation or membership, a fenced instance or a
+/// coordinator that did not come back within librdkafka's own wait
+/// (`__WAIT_COORD`) will not clear in time.
+fn worth_retrying(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_that_can_clear_are_retried() {
+        let commit = |c| KafkaError::ConsumerCommit(c);
+        assert!(worth_retrying(&commit(
+            RDKafkaErrorCode::CoordinatorLoadInProgress
+        )));
+        for hopeless in [
+            RDKafkaErrorCode::RebalanceInProgress,
+            RDKafkaErrorCode::IllegalGeneration,
+            RDKafkaErrorCode::UnknownMemberId,
+            RDKafkaErrorCode::FencedInstanceId,
+            RDKafkaErrorCode::WaitingForCoordinator,
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+        ] {
+            assert!(!worth_retrying(&commit(hopeless)), "{hopeless:?}");
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! One consumer group, wired: its handlers' executors, its dead-letter
+//! producer, its consumer, and the thread that polls it.
+
+use super::commit::{self, Committer};
+use super::context::{GroupConsumer, GroupContext, GroupOptions};
+use super::execute::Executor;
+use super::limit::Limit;
+use super::poll;
+use super::stop::Stop;
+use crate::config::Settings;
+use crate::dead_letter::{DeadLetterSink, KafkaDeadLetters};
+use crate::error::{Error, Result};
+use crate::event::EventListener;
+use crate::handler::HandlerSpec;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureProducer;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What every group of a run shares.
+pub(crate) struct RunShared {
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) global: Arc<Limit>,
+    pub(crate) stop: Arc<Stop>,
+    pub(crate) listeners: Arc<[EventListener]>,
+    pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+}
+
+/// Librdkafka settings the dispatcher picks unless the configuration says
+/// otherwise: they matter for throughput, latency and memory.
+pub(crate) const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
+    ("auto.offset.reset", "earliest"),
+    // Wait at most 20 ms for a fetch to fill: low latency at low rates.
+    ("fetch.wait.max.ms", "20"),
+    // A partition queue that is full is checked again after 10 ms, not
+    // librdkafka's default second.
+    ("fetch.queue.backoff.ms", "10"),
+    // Prefetch at most 4 MiB per assigned partition (librdkafka's default,
+    // 64 MiB, applies per partition queue).
+    ("queued.max.messages.kbytes", "4096"),
+];
+
+/// How far a group's shutdown got.
+pub(crate) struct Running {
+    /// Completes when the group has drained and committed.
+    pub(crate) drained: tokio::sync::oneshot::Receiver<()>,
+    /// Completes when the consumer has left the group and closed.
+    pub(crate) closed: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Starts consuming for `group` on a thread of its own.
+pub(crate) fn start(
+    group: &str,
+    specs: &[HandlerSpec],
+    settings: &Settings,
+    client: &ClientConfig,
+    shared: &RunShared,
+) -> Result<Running> {
+    let dead_letters: Arc<dyn DeadLetterSink> = match &shared.sink {
+        Some(sink) => sink.clone(),
+        None => {
+            let mut producer_config = client.clone();
+            producer_config
+                .set("acks", "all")
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "5")
+                .set("message.timeout.ms", "30000");
+            let producer: FutureProducer = producer_config
+                .create()
+                .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
+            Arc::new(KafkaDeadLetters::new(producer, settings.dead_letter_retry))
+        }
+    };
+    let group_name: Arc<str> = Arc::from(group);
+    let mut executors = HashMap::new();
+    for spec in specs {
+        let executor = Arc::new(Executor {
+            spec: *spec,
+            name: Arc::from(spec.qualified_name()),
+            concurrency: spec.policy.concurrency().map(|n| Arc::new(Limit::new(n))),
+            listeners: shared.listeners.clone(),
+            dead_letters: dead_letters.clone(),
+            group: group_name.clone(),
+        });
+        for t in spec.topics {
+            executors.insert(Arc::from(*t), executor.clone());
+        }
+    }
+    let topics: Vec<&str> = specs
+        .iter()
+        .flat_map(|h| h.topics.iter().copied())
+        .collect();
+    let mut config = client.clone();
+    config.set("group.id", group);
+    for (k, v) in commit::consumer_settings(settings.commit_interval) {
+        config.set(k, v);
+    }
+    for (k, v) in CONSUMER_DEFAULTS {
+        if !settings.rdkafka.contains_key(k) {
+            config.set(k, v);
+        }
+    }
+    let context = GroupContext::new(
+        GroupOptions {
+            group: group.to_owned(),
+            executors,
+            partition_buffer: settings.partition_buffer,
+            partition_buffer_bytes: settings.partition_buffer_bytes,
+            drain_timeout: settings.drain_timeout,
+            poll_batch: settings.poll_batch,
+        },
+        shared.rt.clone(),
+        shared.global.clone(),
+        shared.stop.clone(),
+        Committer::new(
+            group.to_owned(),
+            settings.commit_timeout,
+            settings.commit_retry,
+        ),
+    );
+    let mut consumer: GroupConsumer = config
+        .create_with_context(context)
+        .map_err(|e| Error::kafka(format!("creating the consumer of group {group:?}"), e))?;
+    // Rebalances and errors arrive on the consumer queue: wake the poll
+    // loop for them.
+    let waker = consumer.context().waker.clone();
+    consumer.set_nonempty_callback(move || waker.wake());
+    let consumer = Arc::new(consumer);
+    consumer.context().set_consumer(&consumer);
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| Error::kafka(format!("subscribing group {group:?} to {topics:?}"), e))?;
+    tracing::info!(group, topics = ?topics, handlers = %specs.iter().map(HandlerSpec::qualified_name).collect::<Vec<_>>().join(", "), "consumer started");
+
+    let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    let (stop, error_timeout, name) = (
+        shared.stop.clone(),
+        settings.error_timeout,
+        group.to_owned(),
+    );
+    std::thread::Builder::new()
+        .name(format!("poll-{group}").chars().take(15).collect())
+        .spawn(move || {
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                poll::run(consumer, stop.clone(), error_timeout)
+            }));
+            match polled {
+                Ok(consumer) => {
+                    let _ = drained_tx.send(());
+                    // Leaves the group: the caller waits a while for it.
+                    drop(consumer);
+                    tracing::info!(group = %name, "consumer closed");
+                }
+                Err(_) => {
+                    // Stop everything: nothing is committed past what was
+                    // finished, and run() says what happened.
+                    stop.fatal(Error::runtime(format!(
+                        "the poll thread of consumer group {name:?} panicked; see the log"
+                    )));
+                    let _ = drained_tx.send(());
+                }
+            }
+            let _ = closed_tx.send(());
+        })
+        .map_err(|e| Error::Runtime {
+            context: format!("cannot start the poll thread of group {group:?}"),
+            source: Some(Box::new(e)),
+        })?;
+    Ok(Running { drained, closed })
+}

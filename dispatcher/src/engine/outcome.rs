@@ -1,0 +1,202 @@
+//! Where a record goes when its handler is done with it: events for
+//! listeners, and the dead-letter hand-off for records no retry can fix.
+
+use super::execute::{Executor, Finish};
+use crate::dead_letter::{DeadLetter, DeadLetterWriteFailed};
+use crate::event::{Outcome, RecordEvent};
+use crate::handler::{panic_message, HandlerError};
+use crate::message::{KeyDisplay, Message};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::time::SystemTime;
+
+impl Executor {
+    /// Tells the listeners what happened to `msg`.
+    pub(crate) fn emit(&self, msg: &Message, outcome: Outcome) {
+        if self.listeners.is_empty() {
+            return;
+        }
+        let event = RecordEvent {
+            topic: msg.topic_arc().clone(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key_bytes().cloned(),
+            handler: self.name.clone(),
+            outcome,
+        };
+        for l in self.listeners.iter() {
+            // A listener is observability: its panic must not take the
+            // partition's worker (and the record's outcome) down with it.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| l(&event))).is_err() {
+                tracing::error!(
+                    topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    handler = &*self.name,
+                    "an event listener panicked; the record's outcome is unaffected"
+                );
+            }
+        }
+    }
+
+    /// Records that `msg` was handled after `attempts` attempts.
+    pub(crate) fn handled(&self, msg: &Message, attempts: u32) {
+        tracing::debug!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            handler = &*self.name,
+            attempts,
+            "record handled"
+        );
+        self.emit(msg, Outcome::Handled { attempts });
+    }
+
+    /// Writes `msg` to its dead-letter topic and waits for the write to be
+    /// acknowledged. The record is finished only then; a write that fails
+    /// for good is fatal, with the record uncommitted.
+    pub(crate) async fn dead_letter(
+        &self,
+        msg: &Message,
+        error: &HandlerError,
+        reason: &'static str,
+        attempts: u32,
+        first_failure: SystemTime,
+        last_failure: SystemTime,
+    ) -> Finish {
+        let topic = self.spec.dead_letter_topic(msg.topic());
+        let dl = DeadLetter {
+            topic: &topic,
+            consumer_group: &self.group,
+            handler: &self.name,
+            reason,
+            error_kind: error.kind_name(),
+            error_type: error.type_name(),
+            error_message: error.to_string(),
+            error_chain: error.chain_message(),
+            attempts,
+            first_failure,
+            last_failure,
+        };
+        let key = KeyDisplay(msg.key());
+        // A sink that panics failed to write, like one that returns an error.
+        let published = AssertUnwindSafe(self.dead_letters.publish(msg, &dl))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(format!("the dead-letter sink panicked: {}", panic_message(&*panic)).into())
+            });
+        match published {
+            Ok(()) => {
+                // An expected outcome of the policy, not a failure of ours.
+                tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempts, reason, dead_letter_topic = %topic, error = %dl.error_chain, "record sent to the dead-letter topic");
+                self.emit(
+                    msg,
+                    Outcome::DeadLettered {
+                        attempts,
+                        reason: format!("{reason}: {}", dl.error_chain),
+                        dead_letter_topic: topic.clone(),
+                    },
+                );
+                Finish::Done
+            }
+            Err(e) => {
+                tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, dead_letter_topic = %topic, error = %e, "cannot write the dead letter; stopping so the record is not lost");
+                let error = HandlerError::new(DeadLetterWriteFailed {
+                    topic: topic.clone(),
+                    original: dl.error_chain,
+                    source: e,
+                });
+                self.emit(
+                    msg,
+                    Outcome::Fatal {
+                        attempts,
+                        error: error.chain_message(),
+                    },
+                );
+                Finish::Fatal(error)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
+    use crate::engine::execute::{Executor, Finish};
+    use crate::extract::{FromMessage, Json};
+    use crate::handler::{Handler, HandlerError, HandlerFuture, HandlerSpec};
+    use crate::message::Message;
+    use futures::future::BoxFuture;
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Order {
+        #[allow(dead_code)]
+        id: u64,
+    }
+
+    /// Decodes the payload as `Json<Order>`, like a generated handler.
+    struct Decoding;
+    impl Handler for Decoding {
+        fn call(&self, msg: Message) -> HandlerFuture<'static> {
+            Box::pin(async move {
+                Json::<Order>::from_message(&msg).map_err(HandlerError::new)?;
+                Ok(())
+            })
+        }
+    }
+    static DECODING: Decoding = Decoding;
+
+    /// Keeps the headers' values of every dead letter.
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<(String, String, String, String)>>);
+    impl DeadLetterSink for Recording {
+        fn publish<'a>(
+            &'a self,
+            _: &'a Message,
+            l: &'a DeadLetter<'a>,
+        ) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async move {
+                self.0.lock().expect("lock").push((
+                    l.reason.to_owned(),
+                    l.error_type.to_owned(),
+                    l.error_message.clone(),
+                    l.error_chain.clone(),
+                ));
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_record_names_each_cause_once_with_the_users_type_names() {
+        let sink = Arc::new(Recording::default());
+        let executor = Executor {
+            spec: HandlerSpec::new("on_order", &["orders"], &DECODING),
+            name: Arc::from("app::on_order"),
+            concurrency: None,
+            listeners: Arc::from(Vec::new()),
+            dead_letters: sink.clone(),
+            group: Arc::from("g"),
+        };
+        let msg = Message::new("orders", 0, 3).with_payload(r#"{"id": 1, "amount": "#);
+        let first = executor.start(&msg);
+        let finish = executor
+            .process(&msg, first, &CancellationToken::new())
+            .await;
+        assert!(matches!(finish, Finish::Done));
+        let letters = sink.0.lock().expect("lock").clone();
+        assert_eq!(
+            letters,
+            vec![(
+                "undecodable".to_owned(),
+                "dispatcher::extract::DecodeError".to_owned(),
+                "payload is not a valid Json<Order>".to_owned(),
+                "payload is not a valid Json<Order>: EOF while parsing a value at line 1 column 20"
+                    .to_owned(),
+            )]
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! A dispatcher's life: start every consumer group, run until shutdown or
+//! a fatal error, and say how it ended.
+//!
+//! Shutdown order, for every way a run ends (a signal, a
+//! [`ShutdownHandle`], a fatal record or a fatal client error, dropping the
+//! `run()` future): the stop token is cancelled; each group's poll loop
+//! stops taking records; every partition stops starting records, its
+//! records in flight get up to the drain timeout, and its watermark is
+//! committed synchronously within the commit timeout; the consumer leaves
+//! the group (`run()` waits up to the commit timeout for that, then lets it
+//! go on in the background); `run()` returns the first fatal error, or
+//! `Ok`.
+
+use crate::broker::EmbeddedBroker;
+use crate::builder::DispatcherBuilder;
+use crate::config::Settings;
+use crate::dead_letter::DeadLetterSink;
+use crate::engine::group::{self, RunShared};
+use crate::engine::limit::Limit;
+use crate::engine::stop::Stop;
+use crate::error::{Error, Result};
+use crate::event::EventListener;
+use crate::handler::HandlerSpec;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Runs every `#[kafka_handler]` in the program with configuration from the
+/// environment, until SIGINT/SIGTERM (returns `Ok`) or a fatal error
+/// (returns `Err`). With the `logging` feature (on by default) it installs
+/// a log subscriber if the program has none.
+///
+/// With `KAFKA_BROKERS` unset it starts an embedded development broker.
+pub async fn run() -> Result<()> {
+    #[cfg(feature = "logging")]
+    crate::logging::init();
+    Dispatcher::builder().build()?.run().await
+}
+
+/// Stops a running dispatcher: fetching stops, in-flight records drain
+/// (bounded by the drain timeout), offsets are committed, consumers close,
+/// and `run()` returns `Ok`.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Asks the dispatcher to stop.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether a shutdown was asked for (or a fatal error stopped it).
+    pub fn is_shutdown(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+/// A configured dispatcher, ready to [`run`](Dispatcher::run).
+pub struct Dispatcher {
+    pub(crate) settings: Settings,
+    pub(crate) brokers: String,
+    pub(crate) broker: Option<Arc<EmbeddedBroker>>,
+    pub(crate) groups: BTreeMap<String, Vec<HandlerSpec>>,
+    pub(crate) listeners: Arc<[EventListener]>,
+    pub(crate) signals: bool,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("brokers", &self.brokers)
+            .field("groups", &self.groups.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// A builder; see [`DispatcherBuilder`].
+    pub fn builder() -> DispatcherBuilder {
+        DispatcherBuilder::new()
+    }
+
+    /// The bootstrap servers in use (the embedded broker's when it runs).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// The embedded broker, when the dispatcher runs on one.
+    pub fn embedded_broker(&self) -> Option<&Arc<EmbeddedBroker>> {
+        self.broker.as_ref()
+    }
+
+    /// A handle that stops the dispatcher.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// The consumer groups and the topics each consumes.
+    pub fn subscriptions(&self) -> BTreeMap<String, Vec<String>> {
+        self.groups
+            .iter()
+            .map(|(g, hs)| {
+                (
+                    g.clone(),
+                    hs.iter()
+                        .flat_map(|h| h.topics.iter().map(|t| (*t).to_owned()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// What every client of the run is configured with.
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.settings.client_id.value);
+        for (k, v) in &self.settings.rdkafka {
+            c.set(k, &v.value);
+        }
+        c
+    }
+
+    /// Consumes until shutdown (returns `Ok`) or a fatal error (returns the
+    /// error with the record's coordinates and the cause chain).
+    pub async fn run(self) -> Result<()> {
+        // Dropping this future (say, as the losing branch of a `select!`)
+        // shuts the consumers down instead of leaving them running unowned.
+        let _stop_on_drop = self.shutdown.clone().drop_guard();
+        let stop = Arc::new(Stop::new(self.shutdown.clone()));
+        if self.broker.is_none() {
+            self.check_reachable().await?;
+        }
+        let shared = RunShared {
+            rt: tokio::runtime::Handle::current(),
+            global: Arc::new(Limit::new(self.settings.max_in_flight)),
+            stop: stop.clone(),
+            listeners: self.listeners.clone(),
+            sink: self.sink.clone(),
+        };
+        let signals = self
+            .signals
+            .then(|| tokio::spawn(wait_for_signal(self.shutdown.clone())));
+        let client = self.client_config();
+        let mut running = Vec::new();
+        for (group, specs) in &self.groups {
+            match group::start(group, specs, &self.settings, &client, &shared) {
+                Ok(done) => running.push(done),
+                Err(e) => {
+                    stop.token().cancel();
+                    join_all(running, self.settings.commit_timeout).await;
+                    return Err(e);
+                }
+            }
+        }
+        join_all(running, self.settings.commit_timeout).await;
+        if let Some(s) = signals {
+            s.abort();
+        }
+        match stop.take_error() {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("dispatcher stopped cleanly");
+                Ok(())
+            }
+        }
+    }
+
+    async fn check_reachable(&self) -> Result<()> {
+        let config = self.client_config();
+        let brokers = self.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config
+                .create()
+                .map_err(|e| Error::kafka("creating the metadata client", e))?;
+            client
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|_| ())
+                .map_err(|source| Error::Unreachable { brokers, source })
+        })
+        .await
+        .map_err(|e| Error::Runtime {
+            context: "the broker check failed".into(),
+            source: Some(Box::new(e)),
+        })?
+    }
+}
+
+/// Waits for every group to drain and commit (each bounds that itself),
+/// then up to `close_timeout` for the consumers to leave their groups:
+/// past it they go on closing in the background.
+async fn join_all(running: Vec<group::Running>, close_timeout: Duration) {
+    let mut closing = Vec::with_capacity(running.len());
+    for r in running {
+        let _ = r.drained.await;
+        closing.push(r.closed);
+    }
+    let all_closed = futures::future::join_all(closing);
+    if tokio::time::timeout(close_timeout, all_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?close_timeout, "a consumer did not finish leaving its group within the commit timeout (are the brokers down?); it goes on closing in the background");
+    }
+}
+
+async fn wait_for_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            () = token.cancelled() => return,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received; shutting down"),
+            () = token.cancelled() => return,
+        }
+    }
+    token.cancel();
+}
