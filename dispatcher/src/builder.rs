@@ -51,6 +51,13 @@ impl std::fmt::Debug for DispatcherBuilder {
     }
 }
 
+impl Dispatcher {
+    /// A builder; see [`DispatcherBuilder`].
+    pub fn builder() -> DispatcherBuilder {
+        DispatcherBuilder::new()
+    }
+}
+
 impl Default for DispatcherBuilder {
     fn default() -> Self {
         Self::new()

@@ -12,7 +12,6 @@
 //! `Ok`.
 
 use crate::broker::EmbeddedBroker;
-use crate::builder::DispatcherBuilder;
 use crate::config::Settings;
 use crate::dead_letter::DeadLetterSink;
 use crate::engine::group::{self, RunShared};
@@ -80,11 +79,6 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// A builder; see [`DispatcherBuilder`].
-    pub fn builder() -> DispatcherBuilder {
-        DispatcherBuilder::new()
-    }
-
     /// The bootstrap servers in use (the embedded broker's when it runs).
     pub fn bootstrap_servers(&self) -> &str {
         &self.brokers

@@ -55,6 +55,7 @@ impl Gate {
 static UNBOUNDED_GATE: Gate = Gate::new();
 static KEYED_GATE: Gate = Gate::new();
 static STUCK_GATE: Gate = Gate::new();
+static BYTES_GATE: Gate = Gate::new();
 /// Records of the stuck-key topic that started, the stuck one included.
 static STUCK_TOPIC_STARTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -70,6 +71,13 @@ async fn gated_unordered(msg: &Message) -> Result<(), std::io::Error> {
 #[dispatcher::kafka_handler(topic = "it-backpressure-keyed", ordering = key)]
 async fn gated_keyed(msg: &Message) -> Result<(), std::io::Error> {
     KEYED_GATE.pass(msg).await;
+    Ok(())
+}
+
+/// Unordered, like the first: counts what the dispatcher took in.
+#[dispatcher::kafka_handler(topic = "it-backpressure-bytes", ordering = unordered)]
+async fn gated_bytes(msg: &Message) -> Result<(), std::io::Error> {
+    BYTES_GATE.pass(msg).await;
     Ok(())
 }
 
@@ -224,7 +232,13 @@ async fn a_hanging_record_bounds_the_uncommitted_records_behind_it() {
         .await
         .expect("start the test kit");
     let started = || STUCK_TOPIC_STARTED.load(Ordering::SeqCst);
-    let mut published = Vec::with_capacity(RECORDS);
+    // One record that is handled, then the one that hangs: the committed
+    // offset is then exactly the hanging record's.
+    let (_, warm) = kit
+        .publish_to(topic, 0, Some("warm"), "warm")
+        .await
+        .expect("publish");
+    let mut published = vec![warm];
     let (_, stuck) = kit
         .publish_to(topic, 0, Some("stuck"), "stuck")
         .await
@@ -235,24 +249,100 @@ async fn a_hanging_record_bounds_the_uncommitted_records_behind_it() {
     })
     .await
     .expect("the stuck record reaches the handler");
+    let committed_at = |want: i64| {
+        let kit = &kit;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let committed = kit
+                    .committed_offsets(topic)
+                    .await
+                    .expect("committed offsets");
+                if committed.get(&0) == Some(&want) {
+                    return;
+                }
+                assert!(
+                    committed.get(&0).is_none_or(|&c| c < want),
+                    "committed {committed:?} past the hanging record at offset {want}"
+                );
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the commit never reached {want}: {committed:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    committed_at(stuck).await;
     // Every later record has its own key: each finishes at once, but none
-    // can be committed while the first record hangs.
+    // can be committed while the hanging record hangs.
     publish_the_rest_and_check_taken_in(&kit, topic, &mut published, started).await;
     let committed = kit
         .committed_offsets(topic)
         .await
         .expect("read the committed offsets");
-    assert!(
-        committed.get(&0).is_none_or(|&c| c <= stuck),
-        "committed {committed:?} past the hanging record at offset {stuck}"
+    assert_eq!(
+        committed.get(&0),
+        Some(&stuck),
+        "the committed offset stays exactly at the hanging record"
     );
     STUCK_GATE.open.store(true, Ordering::SeqCst);
     kit.wait_until("every record finished", Duration::from_secs(120), |k| {
-        k.finished_count(topic) >= RECORDS
+        k.finished_count(topic) >= published.len()
     })
     .await
     .expect("all records handled after the gate opened");
-    assert_eq!(started(), RECORDS, "each record handled once");
+    assert_eq!(started(), published.len(), "each record handled once");
+    wait_committed_to_end(&kit, topic).await;
+    kit.shutdown().await.expect("clean shutdown");
+}
+
+/// Records of 10 KiB under a 64 KiB byte limit and a record limit that
+/// does not bind: the bytes a partition holds are bounded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_holds_no_more_bytes_than_its_byte_limit() {
+    const RECORD: usize = 10 * 1024;
+    const LIMIT: usize = 64 * 1024;
+    let topic = "it-backpressure-bytes";
+    let gate = &BYTES_GATE;
+    let kit = TestKit::start(
+        TestKit::builder()
+            .topics([topic])
+            .partition_buffer(1_000)
+            .partition_buffer_bytes(LIMIT),
+    )
+    .await
+    .expect("start the test kit");
+    let payload = vec![b'x'; RECORD];
+    let mut published = Vec::new();
+    for i in 0..100 {
+        let (_, o) = kit
+            .publish_to(topic, 0, Some(&format!("k{i}")), &payload)
+            .await
+            .expect("publish");
+        published.push(o);
+    }
+    kit.wait_until(
+        "the partition's byte limit to fill",
+        Duration::from_secs(60),
+        |_| gate.started() * RECORD >= LIMIT,
+    )
+    .await
+    .expect("records reach the handler");
+    // Give the dispatcher time to take more than it should, if it would.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let taken = gate.started();
+    assert!(
+        taken * RECORD <= LIMIT + RECORD,
+        "with a {LIMIT}-byte limit, {taken} records of {RECORD} bytes were taken in"
+    );
+    gate.open.store(true, Ordering::SeqCst);
+    kit.wait_until("every record finished", Duration::from_secs(120), |k| {
+        k.finished_count(topic) >= published.len()
+    })
+    .await
+    .expect("all records handled after the gate opened");
+    assert_exactly_once(&gate.seen(), &published);
     wait_committed_to_end(&kit, topic).await;
     kit.shutdown().await.expect("clean shutdown");
 }

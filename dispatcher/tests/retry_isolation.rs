@@ -111,3 +111,64 @@ async fn a_retrying_record_blocks_only_its_own_key() {
     .expect("committed");
     assert_eq!(committed.get(&0), Some(&stuck));
 }
+
+/// Offsets of the always-failing handler's records that were attempted.
+static BACKING_OFF: Mutex<BTreeSet<i64>> = Mutex::new(BTreeSet::new());
+
+#[kafka_handler(topic = "retry-isolation-drain", retry = std::io::Error, max_attempts = 5, backoff = fixed("1h"))]
+async fn always_down(msg: &Message) -> Result<(), std::io::Error> {
+    BACKING_OFF.lock().expect("lock").insert(msg.offset());
+    Err(std::io::Error::other("dependency is down"))
+}
+
+/// A revoke or shutdown must not wait out a backoff: the record waiting to
+/// retry is abandoned at once (uncommitted, delivered again), so draining
+/// ends long before the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_waiting_to_retry_does_not_hold_up_the_drain() {
+    const TOPIC: &str = "retry-isolation-drain";
+    let drain_timeout = Duration::from_secs(60);
+    let builder = TestKit::builder()
+        .topics([TOPIC])
+        .embedded_partitions(1)
+        .drain_timeout(drain_timeout);
+    let kit = TestKit::start(builder).await.expect("start");
+    let (_, offset) = kit
+        .publish_to(TOPIC, 0, Some("k"), "x")
+        .await
+        .expect("publish");
+    kit.wait_until(
+        "the record to wait for its retry",
+        Duration::from_secs(30),
+        |k| {
+            matches!(
+                k.events(TOPIC, 0, offset).as_slice(),
+                [Outcome::Retrying { .. }]
+            )
+        },
+    )
+    .await
+    .expect("the first attempt fails");
+    let (brokers, group) = (
+        kit.bootstrap_servers().to_owned(),
+        kit.group_id().to_owned(),
+    );
+    let started = tokio::time::Instant::now();
+    kit.shutdown().await.expect("clean shutdown");
+    let took = started.elapsed();
+    assert!(
+        took < drain_timeout / 4,
+        "the drain waited for the backoff: shutdown took {took:?} with a drain timeout of {drain_timeout:?}"
+    );
+    let committed = tokio::task::spawn_blocking(move || {
+        dispatcher::testing::committed_offsets(&brokers, &group, TOPIC)
+    })
+    .await
+    .expect("task")
+    .expect("committed");
+    assert!(
+        committed.get(&0).is_none_or(|&c| c <= offset),
+        "committed {committed:?} past the abandoned record {offset}"
+    );
+    assert_eq!(BACKING_OFF.lock().expect("lock").len(), 1, "attempted once");
+}

@@ -1,6 +1,14 @@
 //! Errors of the Kafka client itself, as opposed to a record's: a fatal
-//! client error stops the run at once, and an error that keeps repeating
-//! while nothing is consumed stops it after the configured time.
+//! client error stops the run at once; an error that will not clear by
+//! itself (authorization, authentication, a missing topic), or a transient
+//! one that keeps repeating, stops it once nothing was consumed for the
+//! configured time.
+//!
+//! librdkafka reports some persistent errors only once, then keeps retrying
+//! quietly: a fetch refused for lack of authorization is reported when it
+//! starts failing, not at every refusal. So a persistent error needs no
+//! repetition; a transient one (a broken connection, a coordinator moving)
+//! must keep coming back to count.
 
 use crate::error::{ConsumerError, Error};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -100,16 +108,18 @@ impl ErrorWatch {
         self.streak = None;
     }
 
-    /// The error to stop with, when one has repeated for the whole
-    /// `give_up_after` with nothing consumed.
+    /// The error to stop with, when nothing was consumed for the whole
+    /// `give_up_after` since a persistent error, or since a transient one
+    /// that kept repeating.
     pub(crate) fn check(&mut self, now: Instant) -> Option<Error> {
         let s = self.streak.as_ref()?;
-        if now.duration_since(s.last) > self.gap() {
+        let persistent = persistent(s.code);
+        if !persistent && now.duration_since(s.last) > self.gap() {
             self.streak = None;
             return None;
         }
         let persisted = now.duration_since(s.first);
-        if s.count < 2 || persisted < self.give_up_after {
+        if (!persistent && s.count < 2) || persisted < self.give_up_after {
             return None;
         }
         let s = self.streak.take()?;
@@ -145,6 +155,24 @@ pub(crate) fn kafka_name(code: RDKafkaErrorCode) -> String {
         out.push(c.to_ascii_uppercase());
     }
     out
+}
+
+/// Errors that do not clear without someone changing something: the
+/// credentials, the ACLs, the TLS setup, the topic.
+fn persistent(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication
+            | C::SSL
+            | C::UnknownTopicOrPartition
+            | C::UnknownTopic
+            | C::UnknownPartition
+    )
 }
 
 /// What an operator should check for an error, when we can say.
@@ -195,10 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn a_persistent_error_reported_once_stops_after_the_whole_time_without_progress() {
+        let mut w = watch();
+        let t0 = Instant::now();
+        let denied = KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(w.observe(denied, t0, || None).is_none());
+        assert!(w.check(t0 + Duration::from_secs(59)).is_none());
+        let stop = w.check(t0 + Duration::from_secs(60)).expect("stops");
+        assert!(stop.to_string().contains("grant it READ"), "{stop}");
+    }
+
+    #[test]
     fn a_repeating_error_stops_only_after_the_whole_time_without_progress() {
         let mut w = watch();
         let t0 = Instant::now();
-        let err = || KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);
+        let err = || KafkaError::MessageConsumption(RDKafkaErrorCode::CoordinatorLoadInProgress);
         let mut now = t0;
         while now < t0 + Duration::from_secs(59) {
             assert!(w.observe(err(), now, || None).is_none());
@@ -218,7 +257,7 @@ mod tests {
         let stop = w.check(now).expect("stops");
         let text = stop.to_string();
         assert!(
-            text.contains("TOPIC_AUTHORIZATION_FAILED") && text.contains("kept failing"),
+            text.contains("COORDINATOR_LOAD_IN_PROGRESS") && text.contains("kept failing"),
             "{text}"
         );
     }

@@ -11,10 +11,9 @@
 //! giving up after the commit timeout: the records are then delivered
 //! again, never lost.
 
-use super::assignment::AssignedPartition;
-use super::context::GroupConsumer;
+use super::partition::PartitionShared;
 use crate::policy::RetrySchedule;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
@@ -41,6 +40,32 @@ pub(crate) fn consumer_settings(commit_interval: Duration) -> [(&'static str, St
             commit_interval.as_millis().to_string(),
         ),
     ]
+}
+
+/// What was stored for commit of one partition.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    /// The offset last stored; -1 for none.
+    stored: i64,
+    /// The worker's rewind count when it was stored.
+    rewinds_seen: u32,
+}
+
+impl Default for Committed {
+    fn default() -> Self {
+        Committed {
+            stored: -1,
+            rewinds_seen: 0,
+        }
+    }
+}
+
+/// One partition as the committer sees it.
+pub(crate) struct Progress<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) shared: &'a PartitionShared,
+    pub(crate) committed: &'a mut Committed,
 }
 
 /// Stores and commits the watermarks of one group's partitions.
@@ -71,10 +96,10 @@ impl Committer {
     /// keeps the lag at zero. librdkafka's position is the offset after the
     /// last record it returned, or after a control record it consumed
     /// itself: it never moves ahead of records we have not seen.
-    fn next(p: &AssignedPartition, position: Option<i64>) -> i64 {
-        let watermark = p.worker.shared.committable.load(Ordering::Acquire);
+    fn next(shared: &PartitionShared, position: Option<i64>) -> i64 {
+        let watermark = shared.committable.load(Ordering::Acquire);
         match position {
-            Some(position) if p.worker.shared.backlog.records() == 0 => watermark.max(position),
+            Some(position) if shared.backlog.records() == 0 => watermark.max(position),
             _ => watermark,
         }
     }
@@ -82,31 +107,32 @@ impl Committer {
     /// Stores, for librdkafka's next periodic commit, the offsets that
     /// moved. Only forwards, except after the consumer rewound (see the
     /// offset tracker).
-    pub(crate) fn store_progress<'a>(
+    pub(crate) fn store_progress<'a, C: ConsumerContext>(
         &self,
-        consumer: &GroupConsumer,
-        partitions: impl Iterator<Item = &'a mut AssignedPartition>,
+        consumer: &BaseConsumer<C>,
+        partitions: impl Iterator<Item = Progress<'a>>,
         positions: Option<&TopicPartitionList>,
     ) {
         let mut store = TopicPartitionList::new();
         for p in partitions {
             let position = positions
-                .and_then(|l| l.find_partition(&p.topic, p.partition))
+                .and_then(|l| l.find_partition(p.topic, p.partition))
                 .and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
-            let next = Self::next(p, position);
-            let rewinds = p.worker.shared.rewinds.load(Ordering::Acquire);
+            let next = Self::next(p.shared, position);
+            let rewinds = p.shared.rewinds.load(Ordering::Acquire);
+            let c = p.committed;
             let moved =
-                next > p.stored || (rewinds != p.rewinds_seen && next >= 0 && next != p.stored);
+                next > c.stored || (rewinds != c.rewinds_seen && next >= 0 && next != c.stored);
             if moved
                 && store
-                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(next))
+                    .add_partition_offset(p.topic, p.partition, Offset::Offset(next))
                     .is_ok()
             {
-                p.stored = next;
-                p.rewinds_seen = rewinds;
+                c.stored = next;
+                c.rewinds_seen = rewinds;
             }
         }
         if store.count() > 0 {
@@ -119,21 +145,23 @@ impl Committer {
     /// The offsets to commit for partitions being given up: what each
     /// would store now, and never below what was stored before (the idle
     /// position may be ahead of the watermark), except after a rewind.
-    pub(crate) fn final_offsets(&self, partitions: &[AssignedPartition]) -> TopicPartitionList {
+    pub(crate) fn final_offsets<'a>(
+        &self,
+        partitions: impl Iterator<Item = Progress<'a>>,
+    ) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            let watermark = Self::next(p, None);
-            let rewound = p.worker.shared.rewinds.load(Ordering::Acquire) != p.rewinds_seen;
+            let watermark = Self::next(p.shared, None);
+            let rewound = p.shared.rewinds.load(Ordering::Acquire) != p.committed.rewinds_seen;
             let next = if rewound {
                 watermark
             } else {
-                watermark.max(p.stored)
+                watermark.max(p.committed.stored)
             };
             if next >= 0 {
-                if let Err(e) =
-                    tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(next))
+                if let Err(e) = tpl.add_partition_offset(p.topic, p.partition, Offset::Offset(next))
                 {
-                    tracing::error!(topic = &*p.topic, partition = p.partition, error = %e, "cannot build the commit list");
+                    tracing::error!(topic = p.topic, partition = p.partition, error = %e, "cannot build the commit list");
                 }
             }
         }
@@ -145,9 +173,9 @@ impl Committer {
     /// commit went through. Past the timeout the commit is abandoned (the
     /// call may finish in the background): the records after the last
     /// committed offset are delivered again, never lost.
-    pub(crate) fn commit_final(
+    pub(crate) fn commit_final<C: ConsumerContext + 'static>(
         &self,
-        consumer: &Arc<GroupConsumer>,
+        consumer: &Arc<BaseConsumer<C>>,
         offsets: TopicPartitionList,
         why: &'static str,
     ) -> bool {

@@ -1,27 +1,28 @@
-//! The consumer's rdkafka context: what librdkafka calls back into. It
-//! runs on the poll thread, inside `poll`, so a revoke may block while the
-//! revoked partitions drain.
+//! The consumer's rdkafka context: what librdkafka calls back into, and
+//! what happens when it does. Callbacks run on the poll thread, inside
+//! `poll`: on assign, each new partition gets its queue and its worker; on
+//! revoke, the partitions drain (a revoke may block the poll thread for the
+//! drain and commit timeouts) and their watermarks are committed.
 
-use super::assignment::Assignment;
-use super::backlog::PollWaker;
-use super::commit::Committer;
+use super::assignment::{list, AssignedPartition, Assignment, TopicPartition};
+use super::backlog::{Backlog, PollWaker};
+use super::commit::{Committed, Committer, Progress};
 use super::execute::Executor;
 use super::limit::Limit;
+use super::partition::{self, WorkerContext};
 use super::stop::Stop;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::TopicPartitionList;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The consumer of one group.
 pub(crate) type GroupConsumer = BaseConsumer<GroupContext>;
-
-/// A topic and a partition.
-pub(crate) type TopicPartition = (Arc<str>, i32);
 
 /// Settings of one group's consumer.
 pub(crate) struct GroupOptions {
@@ -38,7 +39,7 @@ pub(crate) struct GroupOptions {
 /// callbacks.
 pub(crate) struct GroupContext {
     pub(crate) options: GroupOptions,
-    pub(crate) assignment: Mutex<Assignment>,
+    pub(crate) assignment: Mutex<Assignment<GroupContext>>,
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) global: Arc<Limit>,
     pub(crate) stop: Arc<Stop>,
@@ -80,7 +81,7 @@ impl GroupContext {
         self.consumer.get().and_then(Weak::upgrade)
     }
 
-    pub(crate) fn assignment(&self) -> MutexGuard<'_, Assignment> {
+    pub(crate) fn assignment(&self) -> MutexGuard<'_, Assignment<GroupContext>> {
         self.assignment
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -93,14 +94,6 @@ pub(crate) fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .iter()
         .map(|e| (Arc::from(e.topic()), e.partition()))
         .collect()
-}
-
-/// `topic[p], topic[q]`, for the log.
-pub(crate) fn list<'a>(tps: impl IntoIterator<Item = &'a TopicPartition>) -> String {
-    tps.into_iter()
-        .map(|(t, p)| format!("{t}[{p}]"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl ClientContext for GroupContext {
@@ -155,5 +148,132 @@ impl ConsumerContext for GroupContext {
                 tracing::warn!(group = %self.options.group, error = %e, "periodic commit failed; the stored offsets are committed again at the next interval")
             }
         }
+    }
+}
+
+impl GroupContext {
+    /// Starts the worker of each newly assigned partition and splits its
+    /// queue off the consumer queue. Runs before librdkafka starts
+    /// fetching the partitions, so their records land in their own queues
+    /// from the first fetch on.
+    pub(crate) fn assign(&self, tps: &[TopicPartition]) {
+        let consumer = self.consumer();
+        let mut assignment = self.assignment();
+        for (topic, partition) in tps {
+            if assignment
+                .partitions
+                .contains_key(&(topic.clone(), *partition))
+            {
+                continue;
+            }
+            let Some(executor) = self.options.executors.get(topic) else {
+                tracing::error!(topic = &**topic, partition, "assigned a partition of a topic no handler consumes; its records are not handled");
+                continue;
+            };
+            let ready = Arc::new(AtomicBool::new(true));
+            let queue = consumer
+                .as_ref()
+                .and_then(|c| c.split_partition_queue(topic, *partition))
+                .map(|mut q| {
+                    let (ready, waker) = (ready.clone(), self.waker.clone());
+                    q.set_nonempty_callback(move || {
+                        ready.store(true, Ordering::Release);
+                        waker.wake();
+                    });
+                    q
+                });
+            if queue.is_none() {
+                tracing::warn!(topic = &**topic, partition, "cannot give the partition a queue of its own; its records arrive on the consumer queue");
+            }
+            let backlog = Backlog::new(
+                self.options.partition_buffer,
+                self.options.partition_buffer_bytes,
+                self.waker.clone(),
+            );
+            let worker = partition::spawn(
+                &self.rt,
+                topic.clone(),
+                *partition,
+                WorkerContext {
+                    executor: executor.clone(),
+                    global: self.global.clone(),
+                    stop: self.stop.clone(),
+                    drain_timeout: self.options.drain_timeout,
+                },
+                backlog,
+            );
+            assignment.partitions.insert(
+                (topic.clone(), *partition),
+                AssignedPartition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    worker,
+                    queue,
+                    ready,
+                    more: false,
+                    committed: Committed::default(),
+                },
+            );
+        }
+        drop(assignment);
+        self.waker.wake();
+    }
+
+    /// Gives up `tps`: stops their workers, waits (up to the drain timeout)
+    /// for their records in flight, and commits their watermarks
+    /// synchronously (up to the commit timeout), unless the assignment was
+    /// lost: then another consumer may own them already, and nothing is
+    /// committed. Their queues and buffers are dropped.
+    pub(crate) fn revoke(
+        &self,
+        consumer: &GroupConsumer,
+        tps: &[TopicPartition],
+        why: &'static str,
+    ) {
+        let mut removed = self.assignment().remove(tps);
+        if removed.is_empty() {
+            return;
+        }
+        let lost = consumer.assignment_lost();
+        for p in &removed {
+            p.worker.stop.cancel();
+        }
+        if !lost {
+            let deadline = Instant::now() + self.options.drain_timeout + Duration::from_secs(1);
+            for p in &removed {
+                // Disconnected (the worker exited) or timed out: either way go on.
+                let _ = p
+                    .worker
+                    .exited
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+            }
+        }
+        let names: Vec<TopicPartition> = removed
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        let committed = if lost {
+            tracing::warn!(group = %self.options.group, partitions = %list(&names), "the assignment was lost (the group moved on without this consumer): not committing; records after the last commit are delivered again");
+            false
+        } else {
+            let offsets = self
+                .committer
+                .final_offsets(removed.iter_mut().map(progress));
+            match self.consumer() {
+                Some(c) => self.committer.commit_final(&c, offsets, why),
+                None => false,
+            }
+        };
+        tracing::info!(group = %self.options.group, partitions = %list(&names), why, lost, committed, "partitions revoked: drained and committed");
+    }
+}
+
+/// An assigned partition as the committer sees it.
+pub(crate) fn progress(p: &mut AssignedPartition<GroupContext>) -> Progress<'_> {
+    Progress {
+        topic: &p.topic,
+        partition: p.partition,
+        shared: &p.worker.shared,
+        committed: &mut p.committed,
     }
 }

@@ -1,10 +1,13 @@
-//! A cap on records in flight, shared by partition workers.
+//! Caps on records in flight: the run's global cap and each handler's own,
+//! and the slots one partition worker takes from them.
 //!
 //! Unlike `tokio::sync::Semaphore`, releasing a slot takes no lock: one
 //! atomic operation per record on the fast path, and waiters are woken only
 //! when the cap was reached.
 
+use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// At most `cap` slots in use at once.
@@ -84,6 +87,95 @@ impl Limit {
     #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// The slots of one partition worker: one per record it runs, from its
+/// handler's cap first and then from the global cap. In that order: a
+/// worker waiting for its handler's cap must not sit on a global slot that
+/// other handlers could use. Global slots are taken a few at a time and
+/// kept spare between records, so the shared counter is not touched per
+/// record; the spare ones go back whenever the worker waits.
+pub(crate) struct Slots {
+    global: Arc<Limit>,
+    handler: Option<Arc<Limit>>,
+    spare: usize,
+}
+
+/// Gives a slot back when dropped, unless disarmed.
+struct SlotGuard(Option<Arc<Limit>>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(l) = self.0.take() {
+            l.release(1);
+        }
+    }
+}
+
+impl Slots {
+    pub(crate) fn new(global: Arc<Limit>, handler: Option<Arc<Limit>>) -> Self {
+        Slots {
+            global,
+            handler,
+            spare: 0,
+        }
+    }
+
+    /// Takes a slot for one record if both caps have room.
+    pub(crate) fn try_take(&mut self) -> bool {
+        if let Some(h) = &self.handler {
+            if !h.try_acquire() {
+                return false;
+            }
+        }
+        if self.spare == 0 {
+            match self.global.try_acquire_up_to(self.global.batch()) {
+                0 => {
+                    if let Some(h) = &self.handler {
+                        h.release(1);
+                    }
+                    return false;
+                }
+                n => self.spare = n,
+            }
+        }
+        self.spare -= 1;
+        true
+    }
+
+    /// Waits for a slot: the handler's first, then a global one. Dropping
+    /// the future gives back what it took.
+    pub(crate) fn wait(&self) -> BoxFuture<'static, ()> {
+        let global = self.global.clone();
+        let handler = self.handler.clone();
+        Box::pin(async move {
+            let mut guard = SlotGuard(None);
+            if let Some(h) = handler {
+                h.acquire().await;
+                guard.0 = Some(h);
+            }
+            global.acquire().await;
+            guard.0 = None;
+        })
+    }
+
+    /// Gives back the slots of `n` records.
+    pub(crate) fn give_back(&mut self, n: usize) {
+        self.spare += n;
+        let keep = self.global.batch();
+        if self.spare > keep {
+            self.global.release(self.spare - keep);
+            self.spare = keep;
+        }
+        if let Some(h) = &self.handler {
+            h.release(n);
+        }
+    }
+
+    /// Gives every spare global slot back, before waiting.
+    pub(crate) fn give_back_spare(&mut self) {
+        self.global.release(std::mem::take(&mut self.spare));
     }
 }
 

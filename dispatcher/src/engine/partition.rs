@@ -4,7 +4,7 @@
 use super::backlog::Backlog;
 use super::execute::{Executor, Finish, FirstAttempt};
 use super::lanes::{LaneId, Lanes};
-use super::limit::Limit;
+use super::limit::{Limit, Slots};
 use super::stop::Stop;
 use super::tracker::{OffsetTracker, Tracked};
 use crate::error::{Error, FatalError};
@@ -78,6 +78,7 @@ pub(crate) fn spawn(
         executor: Arc::new(Executor::clone(&cx.executor)),
         ..cx
     };
+    let slots = Slots::new(cx.global.clone(), cx.executor.concurrency.clone());
     let worker = Worker {
         topic,
         partition,
@@ -87,7 +88,7 @@ pub(crate) fn spawn(
         tracker: OffsetTracker::default(),
         ready: VecDeque::new(),
         halted: false,
-        spare: 0,
+        slots,
         stop: stop.clone(),
     };
     rt.spawn(worker.run(rx, exit_tx));
@@ -96,17 +97,6 @@ pub(crate) fn spawn(
         shared,
         stop,
         exited: exit_rx,
-    }
-}
-
-/// Gives a slot back when dropped.
-struct SlotGuard(Option<Arc<Limit>>);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(l) = self.0.take() {
-            l.release(1);
-        }
     }
 }
 
@@ -145,10 +135,8 @@ struct Worker {
     ready: VecDeque<Message>,
     /// A fatal error was seen: start nothing more.
     halted: bool,
-    /// Global slots this worker holds and is not using: taken and given
-    /// back in small batches, so the shared counter is not touched per
-    /// record. Given back whenever the worker waits.
-    spare: usize,
+    /// The in-flight slots this worker takes for its records.
+    slots: Slots,
     /// This partition's stop signal (revoke or shutdown).
     stop: CancellationToken,
 }
@@ -165,7 +153,7 @@ impl Worker {
             let Some(msg) = self.lanes.admit(msg) else {
                 continue;
             };
-            if !self.halted && self.ready.is_empty() && self.try_slots() {
+            if !self.halted && self.ready.is_empty() && self.slots.try_take() {
                 self.run_record(msg, running, false);
             } else {
                 let id = self.lanes.id(&msg);
@@ -199,70 +187,12 @@ impl Worker {
         self.shared.rewinds.fetch_add(1, AtomicOrdering::AcqRel);
     }
 
-    /// Takes an in-flight slot from the handler's cap, then from the
-    /// global cap. In that order: a worker waiting for its handler's slot
-    /// must not sit on a global slot that other handlers could use.
-    fn try_slots(&mut self) -> bool {
-        if let Some(h) = &self.cx.executor.concurrency {
-            if !h.try_acquire() {
-                return false;
-            }
-        }
-        if self.spare == 0 {
-            match self.cx.global.try_acquire_up_to(self.cx.global.batch()) {
-                0 => {
-                    if let Some(h) = &self.cx.executor.concurrency {
-                        h.release(1);
-                    }
-                    return false;
-                }
-                n => self.spare = n,
-            }
-        }
-        self.spare -= 1;
-        true
-    }
-
-    /// Waits for a slot of the handler's cap, then of the global cap.
-    fn wait_slots(&self) -> BoxFuture<'static, ()> {
-        let global = self.cx.global.clone();
-        let handler = self.cx.executor.concurrency.clone();
-        Box::pin(async move {
-            // Dropped while waiting for the global slot: give the
-            // handler's back.
-            let mut guard = SlotGuard(None);
-            if let Some(h) = handler {
-                h.acquire().await;
-                guard.0 = Some(h);
-            }
-            global.acquire().await;
-            guard.0 = None;
-        })
-    }
-
-    fn release_slots(&mut self, n: usize) {
-        self.spare += n;
-        let keep = self.cx.global.batch();
-        if self.spare > keep {
-            self.cx.global.release(self.spare - keep);
-            self.spare = keep;
-        }
-        if let Some(h) = &self.cx.executor.concurrency {
-            h.release(n);
-        }
-    }
-
-    /// Gives every spare global slot back, before waiting.
-    fn release_spare(&mut self) {
-        self.cx.global.release(std::mem::take(&mut self.spare));
-    }
-
     /// Starts the next ready record (its lane is open). The caller holds a
     /// slot for it, which `complete` gives back.
     fn start(&mut self, running: &mut Running) {
         match self.ready.pop_front() {
             Some(msg) => self.run_record(msg, running, true),
-            None => self.release_slots(1),
+            None => self.slots.give_back(1),
         }
     }
 
@@ -307,7 +237,7 @@ impl Worker {
 
     /// A record finished; `lane_open` says whether its lane was opened.
     fn complete(&mut self, msg: Message, finish: Finish, lane_open: bool) {
-        self.release_slots(1);
+        self.slots.give_back(1);
         match finish {
             Finish::Done => {
                 if let Some(next) = self.tracker.finish(msg.offset(), msg.generation) {
@@ -370,17 +300,17 @@ impl Worker {
         tokio::pin!(drain);
         loop {
             while !self.halted && !stopping && waiting.is_none() && !self.ready.is_empty() {
-                if self.try_slots() {
+                if self.slots.try_take() {
                     self.start(&mut running);
                 } else {
-                    waiting = Some(self.wait_slots());
+                    waiting = Some(self.slots.wait());
                 }
             }
             self.release_backlog();
             if stopping && running.is_empty() {
                 break;
             }
-            self.release_spare();
+            self.slots.give_back_spare();
             tokio::select! {
                 biased;
                 () = stop.cancelled(), if !stopping => {
@@ -395,7 +325,7 @@ impl Worker {
                     if !self.halted && !stopping {
                         self.start(&mut running);
                     } else {
-                        self.release_slots(1);
+                        self.slots.give_back(1);
                     }
                 }
                 batch = records.recv(), if !stopping => match batch {
@@ -415,9 +345,9 @@ impl Worker {
         // Records abandoned after the drain timeout give their slots back,
         // and so do the spare ones: the global cap must not shrink with
         // every rebalance.
-        self.release_slots(running.len());
+        self.slots.give_back(running.len());
         drop(running);
-        self.release_spare();
+        self.slots.give_back_spare();
         tracing::debug!(
             topic = &*self.topic,
             partition = self.partition,

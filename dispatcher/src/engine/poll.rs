@@ -3,8 +3,9 @@
 //! hands each partition's records to its worker while the partition's
 //! backlog has room. It never waits on a handler.
 
+use super::assignment::TopicPartition;
 use super::client_errors::ErrorWatch;
-use super::context::{GroupConsumer, TopicPartition};
+use super::context::{progress, GroupConsumer, GroupContext};
 use super::convert::convert;
 use super::stop::Stop;
 use rdkafka::consumer::Consumer;
@@ -84,11 +85,7 @@ pub(crate) fn run(
             // Sleep until librdkafka has something (a partition queue or
             // the consumer queue became non-empty), a full partition has
             // room again, or it is time to store progress.
-            let holding = ctx
-                .assignment()
-                .partitions
-                .values()
-                .any(|p| p.worker.shared.backlog.records() > 0);
+            let holding = ctx.assignment().holds_records();
             std::thread::park_timeout(if holding { MAINTAIN_EVERY } else { IDLE_SLEEP });
         }
     }
@@ -98,7 +95,7 @@ pub(crate) fn run(
 
 /// Takes records from every partition queue that has some, up to each
 /// partition's room, and hands them to the workers. Returns how many.
-fn take_records(ctx: &super::context::GroupContext, failures: &mut Vec<KafkaError>) -> usize {
+fn take_records(ctx: &GroupContext, failures: &mut Vec<KafkaError>) -> usize {
     let batch_limit = ctx.options.poll_batch;
     let mut taken = 0;
     let mut assignment = ctx.assignment();
@@ -149,7 +146,7 @@ fn take_records(ctx: &super::context::GroupContext, failures: &mut Vec<KafkaErro
 
 /// A record that arrived on the consumer queue: its partition has no queue
 /// of its own (librdkafka would not split it off).
-fn route_unsplit(ctx: &super::context::GroupContext, m: BorrowedMessage<'_>) {
+fn route_unsplit(ctx: &GroupContext, m: BorrowedMessage<'_>) {
     let tp: TopicPartition = (Arc::from(m.topic()), m.partition());
     let assignment = ctx.assignment();
     let Some(p) = assignment.partitions.get(&tp) else {
@@ -182,7 +179,7 @@ fn store_progress(consumer: &GroupConsumer, check_positions: bool) {
     };
     ctx.committer.store_progress(
         consumer,
-        assignment.partitions.values_mut(),
+        assignment.partitions.values_mut().map(progress),
         positions.as_ref(),
     );
 }

@@ -14,18 +14,18 @@
 //! # Ok(()) }
 //! ```
 
+mod offsets;
+mod producer;
 mod read;
 
+pub use offsets::{committed_offsets, end_offsets};
+pub use producer::Producer;
 pub use read::{read_topic, ReadRecord};
 
 use crate::broker::EmbeddedBroker;
 use crate::error::{Error, Result};
 use crate::event::Outcome;
 use crate::{Dispatcher, DispatcherBuilder, ShutdownHandle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,88 +33,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 type Key = (String, i32, i64);
-
-/// A small producer for tests and examples: publishes one record and waits
-/// for the broker's acknowledgement.
-pub struct Producer {
-    inner: FutureProducer,
-}
-
-impl std::fmt::Debug for Producer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Producer")
-    }
-}
-
-impl Producer {
-    /// A producer for `brokers` (bootstrap servers).
-    pub fn new(brokers: &str) -> Result<Self> {
-        let inner = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("linger.ms", "1")
-            // Idempotent, so a write whose acknowledgement is lost in a
-            // broker outage is not stored twice when the producer retries.
-            .set("enable.idempotence", "true")
-            .create()
-            .map_err(|e| Error::kafka("creating the test producer", e))?;
-        Ok(Producer { inner })
-    }
-
-    /// Publishes one record and returns its partition and offset.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        key: Option<&str>,
-        payload: impl AsRef<[u8]>,
-    ) -> Result<(i32, i64)> {
-        self.send(
-            topic,
-            None,
-            key.map(str::as_bytes),
-            Some(payload.as_ref()),
-            &[],
-        )
-        .await
-    }
-
-    /// Publishes one record with every field chosen: a partition (or the
-    /// partitioner's choice), a key, a payload (`None` for a tombstone) and
-    /// headers.
-    pub async fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        headers: &[(&str, &[u8])],
-    ) -> Result<(i32, i64)> {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(p) = payload {
-            record = record.payload(p);
-        }
-        if !headers.is_empty() {
-            let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
-            for (name, value) in headers {
-                h = h.insert(rdkafka::message::Header {
-                    key: name,
-                    value: Some(*value),
-                });
-            }
-            record = record.headers(h);
-        }
-        self.inner
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(|d| (d.partition, d.offset))
-            .map_err(|(e, _)| Error::kafka(format!("publishing to {topic}"), e))
-    }
-}
 
 /// Every event seen, by record.
 #[derive(Default)]
@@ -424,64 +342,4 @@ impl Drop for TestKit {
     fn drop(&mut self) {
         self.shutdown.shutdown();
     }
-}
-
-fn metadata_client(brokers: &str, group: Option<&str>) -> Result<BaseConsumer> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    if let Some(g) = group {
-        c.set("group.id", g);
-    }
-    c.create()
-        .map_err(|e| Error::kafka("creating a metadata client", e))
-}
-
-fn partitions(client: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
-    let md = client
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| Error::kafka(format!("reading metadata of {topic}"), e))?;
-    Ok(md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect())
-}
-
-/// The committed offsets of `group` on `topic`, by partition (partitions
-/// with no commit are left out).
-pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
-    let client = metadata_client(brokers, Some(group))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions(&client, topic)? {
-        tpl.add_partition(topic, p);
-    }
-    let committed = client
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .map_err(|e| {
-            Error::kafka(
-                format!("reading committed offsets of {group} on {topic}"),
-                e,
-            )
-        })?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect())
-}
-
-/// The end offset of each partition of `topic`.
-pub fn end_offsets(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
-    let client = metadata_client(brokers, None)?;
-    let mut out = BTreeMap::new();
-    for p in partitions(&client, topic)? {
-        let (_, high) = client
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .map_err(|e| Error::kafka(format!("reading the end offset of {topic}[{p}]"), e))?;
-        out.insert(p, high);
-    }
-    Ok(out)
 }

@@ -45,6 +45,11 @@ pub fn read_topic(
 ) -> Result<Vec<ReadRecord>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        // Assigned partitions need a group; this one never commits.
+        .set(
+            "group.id",
+            format!("dispatcher-reader-{}", std::process::id()),
+        )
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "20")
         .create()
