@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+use support::cpu_time;
+
 const PARTITIONS: i32 = 4;
 const KEYS: usize = 10_000;
 
@@ -101,6 +104,7 @@ struct Row {
     rate: f64,
     handler_ms: f64,
     longest_idle: Duration,
+    cpu_us_per_record: f64,
 }
 
 fn dispatched(broker: &Arc<EmbeddedBroker>, topic: &'static str, n: usize, cap: usize) -> Row {
@@ -130,6 +134,7 @@ fn dispatched(broker: &Arc<EmbeddedBroker>, topic: &'static str, n: usize, cap: 
         let run = tokio::spawn(d.run());
         // Sample every millisecond: the clock starts at the first record.
         let mut first = None;
+        let mut cpu_at_first = Duration::ZERO;
         let mut idle_since: Option<Instant> = None;
         let mut longest_idle = Duration::ZERO;
         loop {
@@ -139,7 +144,10 @@ fn dispatched(broker: &Arc<EmbeddedBroker>, topic: &'static str, n: usize, cap: 
             }
             let now = Instant::now();
             if done > 0 || RUNNING.load(Ordering::Relaxed) > 0 {
-                first.get_or_insert(now);
+                if first.is_none() {
+                    first = Some(now);
+                    cpu_at_first = cpu_time();
+                }
                 if RUNNING.load(Ordering::Relaxed) == 0 {
                     let since = *idle_since.get_or_insert(now);
                     longest_idle = longest_idle.max(now - since);
@@ -150,12 +158,14 @@ fn dispatched(broker: &Arc<EmbeddedBroker>, topic: &'static str, n: usize, cap: 
             std::thread::sleep(Duration::from_micros(500));
         }
         let secs = first.expect("records").elapsed().as_secs_f64();
+        let cpu = cpu_time().saturating_sub(cpu_at_first);
         stop.shutdown();
         run.await.expect("join").expect("clean run");
         Row {
             rate: n as f64 / secs,
             handler_ms: BUSY_NANOS.load(Ordering::Relaxed) as f64 / n as f64 / 1e6,
             longest_idle,
+            cpu_us_per_record: cpu.as_secs_f64() * 1e6 / n as f64,
         }
     })
 }
@@ -182,8 +192,8 @@ fn main() {
     let raw = raw_rate(&brokers, "scaling-raw", raw_n);
     println!("raw BaseConsumer loop: {raw:.0} records/s ({PARTITIONS} partitions, 100-byte records, {KEYS} keys)");
     println!(
-        "{:>8} {:>6} {:>9} {:>12} {:>12} {:>8} {:>14}",
-        "handler", "cap", "records", "rate/s", "bound/s", "ratio", "longest idle"
+        "{:>8} {:>6} {:>9} {:>12} {:>12} {:>8} {:>14} {:>12}",
+        "handler", "cap", "records", "rate/s", "bound/s", "ratio", "longest idle", "cpu us/rec"
     );
     let mut worst = f64::MAX;
     for &ms in &latencies {
@@ -201,14 +211,15 @@ fn main() {
             let ratio = row.rate / bound;
             worst = worst.min(ratio);
             println!(
-                "{:>6}ms {:>6} {:>9} {:>12.0} {:>12.0} {:>8.2} {:>12.1}ms",
+                "{:>6}ms {:>6} {:>9} {:>12.0} {:>12.0} {:>8.2} {:>12.1}ms {:>12.2}",
                 ms,
                 cap,
                 n,
                 row.rate,
                 bound,
                 ratio,
-                row.longest_idle.as_secs_f64() * 1e3
+                row.longest_idle.as_secs_f64() * 1e3,
+                row.cpu_us_per_record
             );
         }
     }

@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::cpu_time;
+
 const TOPIC: &str = "bench";
 const PARTITIONS: i32 = 64;
 const KEYS: usize = 1_000;
@@ -70,8 +73,16 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
     c
 }
 
+/// A run's records per second and CPU per record (the whole process,
+/// from the first record to the last).
+#[derive(Clone, Copy)]
+struct Measure {
+    rate: f64,
+    cpu_us: f64,
+}
+
 /// The baseline: one thread polling a BaseConsumer, touching each payload.
-fn raw(brokers: &str, n: usize, round: usize) -> f64 {
+fn raw(brokers: &str, n: usize, round: usize) -> Measure {
     let consumer: BaseConsumer = consumer_config(brokers, &format!("bench-raw-{round}"))
         .create()
         .expect("consumer");
@@ -81,18 +92,22 @@ fn raw(brokers: &str, n: usize, round: usize) -> f64 {
     let mut start = None;
     while seen < n {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            start.get_or_insert_with(Instant::now);
+            start.get_or_insert_with(|| (Instant::now(), cpu_time()));
             bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
             seen += 1;
         }
     }
-    let secs = start.expect("records seen").elapsed().as_secs_f64();
+    let (t0, cpu0) = start.expect("records seen");
+    let secs = t0.elapsed().as_secs_f64();
     assert!(bytes > 0);
-    n as f64 / secs
+    Measure {
+        rate: n as f64 / secs,
+        cpu_us: cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e6 / n as f64,
+    }
 }
 
 static COUNT: AtomicUsize = AtomicUsize::new(0);
-static FIRST: Mutex<Option<Instant>> = Mutex::new(None);
+static FIRST: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
 static LAST_NANOS: AtomicU64 = AtomicU64::new(0);
 
 struct NoOp;
@@ -101,7 +116,7 @@ impl Handler for NoOp {
         Box::pin(async move {
             std::hint::black_box(msg.payload());
             if COUNT.fetch_add(1, AtomicOrdering::Relaxed) == 0 {
-                *FIRST.lock().expect("lock") = Some(Instant::now());
+                *FIRST.lock().expect("lock") = Some((Instant::now(), cpu_time()));
             }
             Ok(())
         })
@@ -115,7 +130,7 @@ fn dispatched(
     ordering: Ordering,
     label: &'static str,
     round: usize,
-) -> f64 {
+) -> Measure {
     COUNT.store(0, AtomicOrdering::SeqCst);
     *FIRST.lock().expect("lock") = None;
     let spec = HandlerSpec::new(label, &[TOPIC], &NOOP)
@@ -140,12 +155,15 @@ fn dispatched(
         while COUNT.load(AtomicOrdering::Relaxed) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let end = Instant::now();
+        let (end, cpu_end) = (Instant::now(), cpu_time());
         LAST_NANOS.store((end - t0).as_nanos() as u64, AtomicOrdering::Relaxed);
         stop.shutdown();
         run.await.expect("join").expect("clean run");
-        let first = FIRST.lock().expect("lock").expect("records seen");
-        n as f64 / (end - first).as_secs_f64()
+        let (first, cpu0) = FIRST.lock().expect("lock").expect("records seen");
+        Measure {
+            rate: n as f64 / (end - first).as_secs_f64(),
+            cpu_us: cpu_end.saturating_sub(cpu0).as_secs_f64() * 1e6 / n as f64,
+        }
     })
 }
 
@@ -178,37 +196,52 @@ fn main() {
     // BENCH_ONLY=raw|key|partition|unordered runs one measurement, for profiling.
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |label: &str| only.as_deref().is_none_or(|o| o == label);
-    let mut raw_rates = Vec::new();
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut raw_runs: Vec<Measure> = Vec::new();
+    let mut runs: Vec<Vec<Measure>> = vec![Vec::new(); modes.len()];
     for round in 0..rounds {
         if wanted("raw") {
-            raw_rates.push(raw(&brokers, n, round));
+            raw_runs.push(raw(&brokers, n, round));
         }
         for (i, (ordering, label)) in modes.iter().enumerate() {
             if wanted(label) {
-                rates[i].push(dispatched(&broker, n, *ordering, label, round));
+                runs[i].push(dispatched(&broker, n, *ordering, label, round));
             }
         }
     }
-    if raw_rates.is_empty() || rates.iter().any(Vec::is_empty) {
+    let rates = |ms: &[Measure]| ms.iter().map(|m| m.rate).collect::<Vec<_>>();
+    let cpus = |ms: &[Measure]| ms.iter().map(|m| m.cpu_us).collect::<Vec<_>>();
+    if raw_runs.is_empty() || runs.iter().any(Vec::is_empty) {
+        let us = |ms: &[Measure]| {
+            ms.iter()
+                .map(|m| format!("{:.2}us", m.cpu_us))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         println!(
-            "raw: {}; modes: {}",
-            fmt(&raw_rates),
-            rates.iter().map(|r| fmt(r)).collect::<Vec<_>>().join(" | ")
+            "raw: {} ({}); modes: {}",
+            fmt(&rates(&raw_runs)),
+            us(&raw_runs),
+            runs.iter()
+                .map(|r| format!("{} ({})", fmt(&rates(r)), us(r)))
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
         return;
     }
-    let raw_rate = median(raw_rates.clone());
+    let raw_rate = median(rates(&raw_runs));
+    let raw_cpu = median(cpus(&raw_runs));
     println!(
-        "raw rdkafka BaseConsumer loop:             {raw_rate:>10.0} records/s  (rounds: {})",
-        fmt(&raw_rates)
+        "raw rdkafka BaseConsumer loop:             {raw_rate:>10.0} records/s, {raw_cpu:.2} us CPU/record  (rounds: {})",
+        fmt(&rates(&raw_runs))
     );
     for (i, (_, label)) in modes.iter().enumerate() {
-        let rate = median(rates[i].clone());
+        let rate = median(rates(&runs[i]));
+        let cpu = median(cpus(&runs[i]));
         println!(
-            "dispatcher, no-op handler, {label:<9} mode:  {rate:>10.0} records/s  ({:.2} of raw, commits on; rounds: {})",
+            "dispatcher, no-op handler, {label:<9} mode:  {rate:>10.0} records/s, {cpu:.2} us CPU/record  ({:.2} of raw, CPU +{:.2} us; commits on; rounds: {})",
             rate / raw_rate,
-            fmt(&rates[i])
+            cpu - raw_cpu,
+            fmt(&rates(&runs[i]))
         );
     }
 }

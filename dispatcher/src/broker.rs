@@ -54,51 +54,50 @@ impl Request {
     }
 }
 
-/// A Kafka protocol error a failed response carries, by Kafka's name.
+/// A Kafka protocol error a failed response carries (Kafka's name in each
+/// variant's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-#[allow(non_camel_case_types)]
 pub enum BrokerError {
-    /// The group coordinator is still loading: retriable.
-    COORDINATOR_LOAD_IN_PROGRESS,
-    /// This broker is not the group coordinator: retriable.
-    NOT_COORDINATOR,
-    /// This broker is not the partition's leader: retriable.
-    NOT_LEADER_OR_FOLLOWER,
-    /// The request timed out: retriable.
-    REQUEST_TIMED_OUT,
-    /// The record is larger than the broker accepts.
-    MESSAGE_TOO_LARGE,
-    /// The client may not read or write the topic.
-    TOPIC_AUTHORIZATION_FAILED,
-    /// The client may not use the consumer group.
-    GROUP_AUTHORIZATION_FAILED,
-    /// Another member uses the same `group.instance.id`: fatal for the
-    /// consumer.
-    FENCED_INSTANCE_ID,
-    /// The connection is closed instead of answering.
-    DISCONNECT,
+    /// `COORDINATOR_LOAD_IN_PROGRESS`: the group coordinator is still loading; retriable.
+    CoordinatorLoadInProgress,
+    /// `NOT_COORDINATOR`: this broker is not the group coordinator; retriable.
+    NotCoordinator,
+    /// `NOT_LEADER_OR_FOLLOWER`: this broker is not the partition's leader; retriable.
+    NotLeaderOrFollower,
+    /// `REQUEST_TIMED_OUT`: the request timed out; retriable.
+    RequestTimedOut,
+    /// `MESSAGE_TOO_LARGE`: the record is larger than the broker accepts.
+    MessageTooLarge,
+    /// `TOPIC_AUTHORIZATION_FAILED`: the client may not read or write the topic.
+    TopicAuthorizationFailed,
+    /// `GROUP_AUTHORIZATION_FAILED`: the client may not use the consumer group.
+    GroupAuthorizationFailed,
+    /// `FENCED_INSTANCE_ID`: another member uses the same `group.instance.id`; fatal for the consumer.
+    FencedInstanceId,
+    /// No answer: the broker closes the connection.
+    Disconnect,
 }
 
 impl BrokerError {
     fn code(self) -> RDKafkaRespErr {
         use RDKafkaRespErr as E;
         match self {
-            BrokerError::COORDINATOR_LOAD_IN_PROGRESS => {
+            BrokerError::CoordinatorLoadInProgress => {
                 E::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS
             }
-            BrokerError::NOT_COORDINATOR => E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
-            BrokerError::NOT_LEADER_OR_FOLLOWER => E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-            BrokerError::REQUEST_TIMED_OUT => E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-            BrokerError::MESSAGE_TOO_LARGE => E::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
-            BrokerError::TOPIC_AUTHORIZATION_FAILED => {
+            BrokerError::NotCoordinator => E::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            BrokerError::NotLeaderOrFollower => E::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            BrokerError::RequestTimedOut => E::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            BrokerError::MessageTooLarge => E::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+            BrokerError::TopicAuthorizationFailed => {
                 E::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
             }
-            BrokerError::GROUP_AUTHORIZATION_FAILED => {
+            BrokerError::GroupAuthorizationFailed => {
                 E::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
             }
-            BrokerError::FENCED_INSTANCE_ID => E::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
-            BrokerError::DISCONNECT => E::RD_KAFKA_RESP_ERR__TRANSPORT,
+            BrokerError::FencedInstanceId => E::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+            BrokerError::Disconnect => E::RD_KAFKA_RESP_ERR__TRANSPORT,
         }
     }
 }
@@ -209,7 +208,7 @@ impl EmbeddedBroker {
     pub fn fail_next_commits(&self, count: usize) -> Result<()> {
         self.fail_requests(
             Request::OffsetCommit,
-            BrokerError::COORDINATOR_LOAD_IN_PROGRESS,
+            BrokerError::CoordinatorLoadInProgress,
             count,
         )
     }

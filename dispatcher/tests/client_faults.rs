@@ -66,7 +66,7 @@ async fn a_fatal_client_error_stops_run_with_the_cause_and_the_fix() {
     // Another member with the same group.instance.id took over: the
     // coordinator fences this one.
     broker
-        .fail_requests(Request::Heartbeat, BrokerError::FENCED_INSTANCE_ID, 1)
+        .fail_requests(Request::Heartbeat, BrokerError::FencedInstanceId, 1)
         .expect("inject the error");
     let result = tokio::time::timeout(Duration::from_secs(60), kit.join())
         .await
@@ -87,7 +87,7 @@ async fn an_error_that_does_not_clear_stops_run_after_the_error_timeout() {
     broker
         .fail_requests(
             Request::Fetch,
-            BrokerError::TOPIC_AUTHORIZATION_FAILED,
+            BrokerError::TopicAuthorizationFailed,
             100_000,
         )
         .expect("inject the error");

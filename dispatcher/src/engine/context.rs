@@ -235,6 +235,11 @@ impl GroupContext {
             return;
         }
         let lost = consumer.assignment_lost();
+        let names: Vec<TopicPartition> = removed
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        tracing::info!(group = %self.options.group, partitions = %list(&names), why, lost, "partitions revoked");
         for p in &removed {
             p.worker.stop.cancel();
         }
@@ -248,10 +253,6 @@ impl GroupContext {
                     .recv_timeout(deadline.saturating_duration_since(Instant::now()));
             }
         }
-        let names: Vec<TopicPartition> = removed
-            .iter()
-            .map(|p| (p.topic.clone(), p.partition))
-            .collect();
         let committed = if lost {
             tracing::warn!(group = %self.options.group, partitions = %list(&names), "the assignment was lost (the group moved on without this consumer): not committing; records after the last commit are delivered again");
             false
@@ -264,7 +265,7 @@ impl GroupContext {
                 None => false,
             }
         };
-        tracing::info!(group = %self.options.group, partitions = %list(&names), why, lost, committed, "partitions revoked: drained and committed");
+        tracing::info!(group = %self.options.group, partitions = %list(&names), why, lost, committed, "partitions drained");
     }
 }
 
