@@ -9,9 +9,13 @@
 //!
 //! Each row gives the achieved rate against its bound, min(cap / measured
 //! handler time, raw rate), where the handler time is measured inside the
-//! handler (a 1 ms tokio sleep takes longer than 1 ms) and the raw rate is a
-//! plain rdkafka loop over the same records, and the longest stretch during
-//! which records were waiting in Kafka and no handler was running.
+//! handler (a 1 ms tokio sleep takes longer than 1 ms, and much longer on a
+//! saturated machine) and the raw rate is a plain rdkafka loop over the
+//! same records; the longest stretch during which records were waiting in
+//! Kafka and no handler was running; the CPU the whole process spent per
+//! record; and how many handlers ran at once on average. Rates, CPU and the
+//! average are measured over the steady state: from the 10th to the 90th
+//! percent of the records.
 
 use dispatcher::broker::EmbeddedBroker;
 use dispatcher::handler::{Handler, HandlerFuture, HandlerSpec};
@@ -105,6 +109,8 @@ struct Row {
     handler_ms: f64,
     longest_idle: Duration,
     cpu_us_per_record: f64,
+    /// Handlers running at once, on average over the run.
+    avg_running: f64,
 }
 
 fn dispatched(broker: &Arc<EmbeddedBroker>, topic: &'static str, n: usize, cap: usize) -> Row {
@@ -127,45 +133,69 @@ fn dispatched(broker: &Arc<EmbeddedBroker>, topic: &'static str, n: usize, cap: 
             .embedded_broker(broker.clone())
             .group_id(format!("scaling-{topic}"))
             .max_in_flight(cap)
+            .partition_buffer(
+                std::env::var("BENCH_PARTITION_BUFFER")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(5_000),
+            )
             .handle_signals(false)
             .build()
             .expect("build");
         let stop = d.shutdown_handle();
         let run = tokio::spawn(d.run());
-        // Sample every millisecond: the clock starts at the first record.
-        let mut first = None;
-        let mut cpu_at_first = Duration::ZERO;
+        // Sample every millisecond. Rates, CPU and the in-flight
+        // average are taken over the steady state, from the 10th to the
+        // 90th percent of the records (the ramp up and the last records of
+        // each key are left out); idle stretches over the whole run.
+        let mut started = false;
+        let mut window: Option<(Instant, Duration, usize)> = None;
+        let mut measured: Option<(f64, f64)> = None;
         let mut idle_since: Option<Instant> = None;
         let mut longest_idle = Duration::ZERO;
+        let (mut running_sum, mut samples) = (0u64, 0u64);
         loop {
             let done = DONE.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let running = RUNNING.load(Ordering::Relaxed);
             if done >= n {
                 break;
             }
-            let now = Instant::now();
-            if done > 0 || RUNNING.load(Ordering::Relaxed) > 0 {
-                if first.is_none() {
-                    first = Some(now);
-                    cpu_at_first = cpu_time();
-                }
-                if RUNNING.load(Ordering::Relaxed) == 0 {
+            if done > 0 || running > 0 {
+                started = true;
+            }
+            if started {
+                if running == 0 {
                     let since = *idle_since.get_or_insert(now);
                     longest_idle = longest_idle.max(now - since);
                 } else {
                     idle_since = None;
                 }
             }
-            std::thread::sleep(Duration::from_micros(500));
+            match window {
+                None if done >= n / 10 => window = Some((now, cpu_time(), done)),
+                Some((t0, cpu0, done0)) if measured.is_none() => {
+                    running_sum += running as u64;
+                    samples += 1;
+                    if done >= n * 9 / 10 {
+                        let count = (done - done0) as f64;
+                        let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64();
+                        measured = Some((count / (now - t0).as_secs_f64(), cpu * 1e6 / count));
+                    }
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let secs = first.expect("records").elapsed().as_secs_f64();
-        let cpu = cpu_time().saturating_sub(cpu_at_first);
+        let (rate, cpu_us_per_record) = measured.expect("the run passed 90 percent");
         stop.shutdown();
         run.await.expect("join").expect("clean run");
         Row {
-            rate: n as f64 / secs,
+            rate,
             handler_ms: BUSY_NANOS.load(Ordering::Relaxed) as f64 / n as f64 / 1e6,
             longest_idle,
-            cpu_us_per_record: cpu.as_secs_f64() * 1e6 / n as f64,
+            cpu_us_per_record,
+            avg_running: running_sum as f64 / samples.max(1) as f64,
         }
     })
 }
@@ -192,8 +222,16 @@ fn main() {
     let raw = raw_rate(&brokers, "scaling-raw", raw_n);
     println!("raw BaseConsumer loop: {raw:.0} records/s ({PARTITIONS} partitions, 100-byte records, {KEYS} keys)");
     println!(
-        "{:>8} {:>6} {:>9} {:>12} {:>12} {:>8} {:>14} {:>12}",
-        "handler", "cap", "records", "rate/s", "bound/s", "ratio", "longest idle", "cpu us/rec"
+        "{:>8} {:>6} {:>9} {:>12} {:>12} {:>8} {:>14} {:>12} {:>12}",
+        "handler",
+        "cap",
+        "records",
+        "rate/s",
+        "bound/s",
+        "ratio",
+        "longest idle",
+        "cpu us/rec",
+        "avg running"
     );
     let mut worst = f64::MAX;
     for &ms in &latencies {
@@ -211,7 +249,7 @@ fn main() {
             let ratio = row.rate / bound;
             worst = worst.min(ratio);
             println!(
-                "{:>6}ms {:>6} {:>9} {:>12.0} {:>12.0} {:>8.2} {:>12.1}ms {:>12.2}",
+                "{:>6}ms {:>6} {:>9} {:>12.0} {:>12.0} {:>8.2} {:>12.1}ms {:>12.2} {:>12.0}",
                 ms,
                 cap,
                 n,
@@ -219,7 +257,8 @@ fn main() {
                 bound,
                 ratio,
                 row.longest_idle.as_secs_f64() * 1e3,
-                row.cpu_us_per_record
+                row.cpu_us_per_record,
+                row.avg_running
             );
         }
     }

@@ -17,6 +17,8 @@ pub struct Message {
     pub(crate) generation: u32,
     pub(crate) offset: i64,
     pub(crate) key: Option<Bytes>,
+    /// A hash of the key, computed once: ordering lanes are keyed by it.
+    pub(crate) key_hash: u64,
     pub(crate) payload: Option<Bytes>,
     /// `None` when the record has no headers (no shared empty list whose
     /// reference count every record would touch).
@@ -64,6 +66,7 @@ impl Message {
             generation: 0,
             offset,
             key: None,
+            key_hash: 0,
             payload: None,
             headers: None,
             timestamp: None,
@@ -73,7 +76,9 @@ impl Message {
     /// Sets the key.
     #[must_use]
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
-        self.key = Some(key.into());
+        let key = key.into();
+        self.key_hash = key_hash(&key);
+        self.key = Some(key);
         self
     }
 
@@ -173,6 +178,14 @@ impl Message {
             + self.payload.as_ref().map_or(0, Bytes::len)
             + headers
     }
+}
+
+/// The hash ordering lanes use for a key.
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(key);
+    h.finish()
 }
 
 /// Shows the key as text when it is UTF-8, so log lines stay readable.

@@ -2,7 +2,7 @@
 //! payloads of a run of records are copied into shared buffers instead of
 //! two allocations per record.
 
-use crate::message::{Header, Message};
+use crate::message::{key_hash, Header, Message};
 use bytes::{Bytes, BytesMut};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use std::sync::Arc;
@@ -64,6 +64,7 @@ pub(crate) fn convert(topic: &Arc<str>, run: &[BorrowedMessage<'_>]) -> (Vec<Mes
                 partition: m.partition(),
                 generation: 0,
                 offset: m.offset(),
+                key_hash: m.key().map_or(0, key_hash),
                 key,
                 payload,
                 headers,

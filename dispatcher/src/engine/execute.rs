@@ -96,33 +96,42 @@ impl Executor {
     /// fatal, or abandoned because `stop` (its partition's stop signal)
     /// fired while it waited to retry. `first` is how the first attempt went
     /// so far (see [`start`](Self::start)).
+    ///
+    /// Only the first attempt's state lives in this future: a record that
+    /// fails goes on in a future of its own, so the many records in flight
+    /// at once stay small (and their memory stays in cache).
     pub(crate) async fn process(
         &self,
         msg: &Message,
         first: FirstAttempt,
         stop: &CancellationToken,
     ) -> Finish {
+        let result = match first {
+            FirstAttempt::Handled => Ok(()),
+            FirstAttempt::Failed(e) => Err(e),
+            FirstAttempt::Running(call) => self.finish_attempt(call).await,
+        };
+        match result {
+            Ok(()) => {
+                self.handled(msg, 1);
+                Finish::Done
+            }
+            Err(error) => Box::pin(self.after_failure(msg, error, stop)).await,
+        }
+    }
+
+    /// The rest of a record's life once an attempt failed: classification,
+    /// retries after backoff, the dead letter.
+    async fn after_failure(
+        &self,
+        msg: &Message,
+        mut error: HandlerError,
+        stop: &CancellationToken,
+    ) -> Finish {
         let policy = &self.spec.policy;
         let mut attempt = 1u32;
         let mut first_failure = None;
-        let mut first = Some(first);
         loop {
-            let result = match first.take() {
-                Some(FirstAttempt::Handled) => Ok(()),
-                Some(FirstAttempt::Failed(e)) => Err(e),
-                Some(FirstAttempt::Running(call)) => self.finish_attempt(call).await,
-                None => match self.call(msg) {
-                    Ok(call) => self.finish_attempt(call).await,
-                    Err(e) => Err(e),
-                },
-            };
-            let error = match result {
-                Ok(()) => {
-                    self.handled(msg, attempt);
-                    return Finish::Done;
-                }
-                Err(e) => e,
-            };
             let now = SystemTime::now();
             let first = *first_failure.get_or_insert(now);
             // A custom classifier is user code: if it panics, the record's
@@ -150,33 +159,42 @@ impl Executor {
                     return Finish::Fatal(error);
                 }
                 Classification::Retry => {
-                    if let Some(delay) = policy.retry_schedule().delay_before(attempt) {
-                        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, max_attempts = policy.max_attempts(), retry_in = ?delay, error = %error.chain_message(), "retryable error; retrying after backoff");
-                        self.emit(
-                            msg,
-                            Outcome::Retrying {
-                                attempt,
-                                delay,
-                                error: error.chain_message(),
-                            },
-                        );
-                        // A revoke or shutdown must not wait out a backoff:
-                        // the record is abandoned, uncommitted, and
-                        // delivered again.
-                        tokio::select! {
-                            biased;
-                            () = stop.cancelled() => {
-                                tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, "partition stopping: the record waiting to retry is abandoned and will be delivered again");
-                                return Finish::Abandoned;
-                            }
-                            () = tokio::time::sleep(delay) => {}
+                    let Some(delay) = policy.retry_schedule().delay_before(attempt) else {
+                        return self
+                            .dead_letter(msg, &error, "retries-exhausted", attempt, first, now)
+                            .await;
+                    };
+                    tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, max_attempts = policy.max_attempts(), retry_in = ?delay, error = %error.chain_message(), "retryable error; retrying after backoff");
+                    self.emit(
+                        msg,
+                        Outcome::Retrying {
+                            attempt,
+                            delay,
+                            error: error.chain_message(),
+                        },
+                    );
+                    // A revoke or shutdown must not wait out a backoff: the
+                    // record is abandoned, uncommitted, and delivered again.
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled() => {
+                            tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, "partition stopping: the record waiting to retry is abandoned and will be delivered again");
+                            return Finish::Abandoned;
                         }
-                        attempt += 1;
-                        continue;
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    return self
-                        .dead_letter(msg, &error, "retries-exhausted", attempt, first, now)
-                        .await;
+                    attempt += 1;
+                    let result = match self.call(msg) {
+                        Ok(call) => self.finish_attempt(call).await,
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(()) => {
+                            self.handled(msg, attempt);
+                            return Finish::Done;
+                        }
+                        Err(e) => error = e,
+                    }
                 }
                 Classification::DeadLetter => {
                     let reason = if error.is_decode_error() {

@@ -3,18 +3,22 @@
 
 use crate::message::Message;
 use crate::policy::OrderingMode as Ordering;
-use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 
 /// A lane is busy while one of its records is ready or running; records of
 /// a busy lane wait in it, in offset order. In `key` mode each key has a
 /// lane (records without a key share one), in `partition` mode the whole
 /// partition is one lane, in `unordered` mode there are none.
+///
+/// Key lanes are found by a 64-bit hash of the key, computed once per
+/// record while its bytes are in cache. Two keys with the same hash share a
+/// lane: that orders them more strictly than needed, never less.
 #[derive(Debug)]
 pub(crate) struct Lanes {
     ordering: Ordering,
-    keyed: FxHashMap<Bytes, VecDeque<Message>>,
+    keyed: FxHashMap<u64, VecDeque<Message>>,
     /// The lane of records without a key, or of the whole partition.
     shared: Option<VecDeque<Message>>,
 }
@@ -24,7 +28,7 @@ pub(crate) struct Lanes {
 pub(crate) enum LaneId {
     None,
     Shared,
-    Key(Bytes),
+    Key(u64),
 }
 
 impl Lanes {
@@ -47,7 +51,7 @@ impl Lanes {
     fn waiting_mut(&mut self, msg: &Message) -> Option<&mut VecDeque<Message>> {
         match self.uses_shared(msg)? {
             true => self.shared.as_mut(),
-            false => self.keyed.get_mut(msg.key()?),
+            false => self.keyed.get_mut(&msg.key_hash),
         }
     }
 
@@ -68,7 +72,7 @@ impl Lanes {
         match self.uses_shared(msg) {
             None => LaneId::None,
             Some(true) => LaneId::Shared,
-            Some(false) => msg.key_bytes().cloned().map_or(LaneId::Shared, LaneId::Key),
+            Some(false) => LaneId::Key(msg.key_hash),
         }
     }
 
@@ -88,19 +92,26 @@ impl Lanes {
     /// The running record of a lane finished: returns the lane's next record
     /// (the lane stays busy for it), or frees the lane.
     pub(crate) fn release(&mut self, msg: &Message) -> Option<Message> {
-        let next = self.waiting_mut(msg).and_then(VecDeque::pop_front);
-        if next.is_none() {
-            match self.uses_shared(msg) {
-                Some(true) => self.shared = None,
-                Some(false) => {
-                    if let Some(k) = msg.key() {
-                        self.keyed.remove(k);
-                    }
+        match self.uses_shared(msg)? {
+            true => {
+                let next = self.shared.as_mut().and_then(VecDeque::pop_front);
+                if next.is_none() {
+                    self.shared = None;
                 }
-                None => {}
+                next
             }
+            // One lookup: take the next record, or free the lane.
+            false => match self.keyed.entry(msg.key_hash) {
+                Entry::Occupied(mut lane) => {
+                    let next = lane.get_mut().pop_front();
+                    if next.is_none() {
+                        lane.remove();
+                    }
+                    next
+                }
+                Entry::Vacant(_) => None,
+            },
         }
-        next
     }
 
     /// Drops every waiting record and frees every lane; returns how many

@@ -72,12 +72,13 @@ pub(crate) fn spawn(
         backlog,
     });
     let stop = CancellationToken::new();
-    // A private copy of the executor: its reference count is touched per
-    // record, and must not be shared with other partitions.
-    let cx = WorkerContext {
-        executor: Arc::new(Executor::clone(&cx.executor)),
-        ..cx
-    };
+    // What a waiting record's future needs, in one private allocation: its
+    // reference count is touched per record, once, and by no other
+    // partition.
+    let scope = Arc::new(RecordScope {
+        executor: Executor::clone(&cx.executor),
+        stop: stop.clone(),
+    });
     let slots = Slots::new(cx.global.clone(), cx.executor.concurrency.clone());
     let worker = Worker {
         topic,
@@ -89,7 +90,7 @@ pub(crate) fn spawn(
         ready: VecDeque::new(),
         halted: false,
         slots,
-        stop: stop.clone(),
+        scope,
     };
     rt.spawn(worker.run(rx, exit_tx));
     PartitionHandle {
@@ -122,6 +123,13 @@ impl Drop for StopIfUnwinding {
 
 type Running = FuturesUnordered<BoxFuture<'static, (Message, Finish)>>;
 
+/// What the future of a record that waits needs from its worker.
+struct RecordScope {
+    executor: Executor,
+    /// The partition's stop signal (revoke or shutdown).
+    stop: CancellationToken,
+}
+
 struct Worker {
     topic: Arc<str>,
     partition: i32,
@@ -137,8 +145,8 @@ struct Worker {
     halted: bool,
     /// The in-flight slots this worker takes for its records.
     slots: Slots,
-    /// This partition's stop signal (revoke or shutdown).
-    stop: CancellationToken,
+    /// The executor and the partition's stop signal.
+    scope: Arc<RecordScope>,
 }
 
 impl Worker {
@@ -201,10 +209,10 @@ impl Worker {
     /// handlers) completes here, without a trip through the scheduler and
     /// without ever opening its lane.
     fn run_record(&mut self, msg: Message, running: &mut Running, lane_open: bool) {
-        let first = self.cx.executor.start(&msg);
+        let first = self.scope.executor.start(&msg);
         if let FirstAttempt::Handled = first {
             // The fast path: no lane was needed, no task, no allocation.
-            self.cx.executor.handled(&msg, 1);
+            self.scope.executor.handled(&msg, 1);
             self.complete(msg, Finish::Done, lane_open);
             return;
         }
@@ -213,10 +221,9 @@ impl Worker {
         } else {
             self.lanes.id(&msg)
         };
-        let executor = self.cx.executor.clone();
-        let stop = self.stop.clone();
+        let scope = self.scope.clone();
         let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
-            let finish = executor.process(&msg, first, &stop).await;
+            let finish = scope.executor.process(&msg, first, &scope.stop).await;
             (msg, finish)
         });
         match (&mut record).now_or_never() {
@@ -292,7 +299,7 @@ impl Worker {
             topic: self.topic.clone(),
             partition: self.partition,
         };
-        let stop = self.stop.clone();
+        let stop = self.scope.stop.clone();
         let mut running: Running = FuturesUnordered::new();
         let mut waiting: Option<BoxFuture<'static, ()>> = None;
         let mut stopping = false;

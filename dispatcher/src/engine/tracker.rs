@@ -98,9 +98,7 @@ impl OffsetTracker {
     /// superseded is ignored.
     pub(crate) fn finish(&mut self, offset: i64, generation: u32) -> Option<i64> {
         let idx = self
-            .pending
-            .binary_search_by_key(&offset, |e| e.offset)
-            .ok()
+            .index_of(offset)
             .filter(|&i| self.pending[i].generation == generation)?;
         self.pending[idx].done = true;
         if idx != 0 {
@@ -118,6 +116,19 @@ impl OffsetTracker {
             return Some(next);
         }
         None
+    }
+
+    /// Where `offset` is in `pending`. Offsets are usually contiguous, so
+    /// the distance from the first one is tried before a binary search.
+    fn index_of(&self, offset: i64) -> Option<usize> {
+        let first = self.pending.front()?.offset;
+        let guess = usize::try_from(offset.checked_sub(first)?).ok()?;
+        if self.pending.get(guess).is_some_and(|e| e.offset == offset) {
+            return Some(guess);
+        }
+        self.pending
+            .binary_search_by_key(&offset, |e| e.offset)
+            .ok()
     }
 
     /// The offset to commit (next to read), if any record finished.
