@@ -6,7 +6,7 @@
 use super::assignment::TopicPartition;
 use super::client_errors::ErrorWatch;
 use super::context::{progress, GroupConsumer, GroupContext};
-use super::convert::convert;
+use super::convert::Run;
 use super::stop::Stop;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -114,29 +114,23 @@ fn take_records(ctx: &GroupContext, failures: &mut Vec<KafkaError>) -> usize {
             continue;
         };
         let limit = room.records.min(batch_limit);
-        let mut run: Vec<BorrowedMessage<'_>> = Vec::with_capacity(limit.min(256));
-        let mut bytes = 0;
+        let mut run = Run::new(&p.topic);
         p.more = false;
-        while run.len() < limit && bytes < room.bytes {
+        while run.len() < limit && run.bytes() < room.bytes {
             match queue.poll(Duration::ZERO) {
-                Some(Ok(m)) => {
-                    bytes += m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
-                    run.push(m);
-                }
+                Some(Ok(m)) => run.push(&m),
                 Some(Err(e)) => failures.push(e),
                 None => break,
             }
-            if run.len() == limit || bytes >= room.bytes {
+            if run.len() == limit || run.bytes() >= room.bytes {
                 p.more = true;
             }
         }
-        if run.is_empty() {
+        if run.len() == 0 {
             continue;
         }
         taken += run.len();
-        let topic: Arc<str> = Arc::from(run[0].topic());
-        let (records, bytes) = convert(&topic, &run);
-        drop(run);
+        let (records, bytes) = run.finish();
         if !p.worker.send(records, bytes) {
             tracing::error!(topic = &*p.topic, partition = p.partition, "partition worker is gone; its records will be delivered again after the next rebalance");
         }
@@ -158,8 +152,10 @@ fn route_unsplit(ctx: &GroupContext, m: BorrowedMessage<'_>) {
         );
         return;
     };
-    let (records, bytes) = convert(&tp.0, std::slice::from_ref(&m));
+    let mut run = Run::new(&tp.0);
+    run.push(&m);
     drop(m);
+    let (records, bytes) = run.finish();
     p.worker.send(records, bytes);
 }
 
