@@ -1,14 +1,17 @@
 //! Configuring a dispatcher: handlers, settings, listeners, the broker.
 
 use crate::broker::EmbeddedBroker;
-use crate::config::{self, ConfigError, Field, Knob, RawConfig, Settings};
+use crate::config::{self, Inputs, Layer, Settings};
 use crate::dead_letter::DeadLetterSink;
 use crate::error::{Error, Result};
 use crate::event::{EventListener, RecordEvent};
 use crate::handler::{self, HandlerSpec};
 use crate::policy::RetrySchedule;
 use crate::run::Dispatcher;
+use dispatcher_rules::duration;
+use figment::value::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +35,9 @@ type HandlerFilter = Box<dyn Fn(&HandlerSpec) -> bool + Send + Sync>;
 /// ```
 #[must_use]
 pub struct DispatcherBuilder {
-    raw: RawConfig,
+    layer: Layer,
+    file: Option<PathBuf>,
+    retries: (Option<RetrySchedule>, Option<RetrySchedule>),
     read_env: bool,
     registered: bool,
     extra: Vec<HandlerSpec>,
@@ -46,7 +51,8 @@ pub struct DispatcherBuilder {
 impl std::fmt::Debug for DispatcherBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DispatcherBuilder")
-            .field("raw", &self.raw)
+            .field("settings", &self.layer)
+            .field("config_file", &self.file)
             .finish_non_exhaustive()
     }
 }
@@ -69,7 +75,9 @@ impl DispatcherBuilder {
     /// handlers are read at [`build`](Self::build).
     pub fn new() -> Self {
         DispatcherBuilder {
-            raw: RawConfig::default(),
+            layer: Layer::default(),
+            file: None,
+            retries: (None, None),
             read_env: true,
             registered: true,
             extra: Vec::new(),
@@ -81,37 +89,82 @@ impl DispatcherBuilder {
         }
     }
 
-    /// Bootstrap servers, e.g. `broker1:9092,broker2:9092` (env `KAFKA_BROKERS`).
-    pub fn brokers(mut self, servers: impl Into<String>) -> Self {
-        self.raw.set(Field::Brokers, servers.into());
+    fn set(mut self, key: &str, value: Value, method: &str) -> Self {
+        self.layer
+            .set(&[key], value, format!("Dispatcher::builder().{method}(..)"));
         self
+    }
+
+    fn set_duration(self, key: &str, d: Duration) -> Self {
+        self.set(key, Value::from(duration::format(d)), key)
+    }
+
+    /// Reads configuration from this TOML file instead of the one named by
+    /// `DISPATCHER_CONFIG` or `dispatcher.toml` in the working directory
+    /// (see [`config`](crate::config)); it must exist.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Bootstrap servers, e.g. `broker1:9092,broker2:9092` (env `KAFKA_BROKERS`).
+    pub fn brokers(self, servers: impl Into<String>) -> Self {
+        self.set("brokers", Value::from(servers.into()), "brokers")
     }
 
     /// The consumer group (env `KAFKA_GROUP_ID`; default: the program's
     /// name, the executable's file name).
-    pub fn group_id(mut self, group: impl Into<String>) -> Self {
-        self.raw.set(Field::GroupId, group.into());
-        self
+    pub fn group_id(self, group: impl Into<String>) -> Self {
+        self.set("group_id", Value::from(group.into()), "group_id")
     }
 
     /// The client id (env `KAFKA_CLIENT_ID`; default: the program name).
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.raw.set(Field::ClientId, id.into());
+    pub fn client_id(self, id: impl Into<String>) -> Self {
+        self.set("client_id", Value::from(id.into()), "client_id")
+    }
+
+    /// A librdkafka property of every client: the consumers and the
+    /// dead-letter producer (file `[kafka]`, env
+    /// `DISPATCHER_RDKAFKA_<NAME>`, dots written as underscores). The values
+    /// of secret-bearing properties (`sasl.password`, say) are never shown.
+    pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.layer.set(
+            &["kafka", &key],
+            Value::from(value.into()),
+            format!("Dispatcher::builder().kafka_property({key:?}, ..)"),
+        );
         self
     }
 
-    /// Any librdkafka property, passed to the consumers and the producer
-    /// (env `DISPATCHER_RDKAFKA_<NAME>`, dots written as underscores).
-    pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.raw.set_rdkafka(key.into(), value.into());
+    /// A librdkafka property of the consumers only (file
+    /// `[kafka.consumer]`, env `DISPATCHER_RDKAFKA_CONSUMER_<NAME>`).
+    pub fn consumer_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.layer.set(
+            &["kafka", "consumer", &key],
+            Value::from(value.into()),
+            format!("Dispatcher::builder().consumer_property({key:?}, ..)"),
+        );
+        self
+    }
+
+    /// A librdkafka property of the dead-letter producer only (file
+    /// `[kafka.producer]`, env `DISPATCHER_RDKAFKA_PRODUCER_<NAME>`).
+    pub fn producer_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.layer.set(
+            &["kafka", "producer", &key],
+            Value::from(value.into()),
+            format!("Dispatcher::builder().producer_property({key:?}, ..)"),
+        );
         self
     }
 
     /// At most this many records run at once in the process (env
     /// `DISPATCHER_MAX_IN_FLIGHT`; default 10 000).
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.raw.set_knob(Knob::MaxInFlight, n as u64);
-        self
+    pub fn max_in_flight(self, n: usize) -> Self {
+        self.set("max_in_flight", Value::from(n as u64), "max_in_flight")
     }
 
     /// Records a partition may hold taken from Kafka and not yet committed
@@ -122,9 +175,12 @@ impl DispatcherBuilder {
     /// After a crash, the records delivered again are those after the last
     /// committed offset: at most this many per partition, plus those
     /// finished within the last commit interval.
-    pub fn partition_buffer(mut self, n: usize) -> Self {
-        self.raw.set_knob(Knob::PartitionBuffer, n as u64);
-        self
+    pub fn partition_buffer(self, n: usize) -> Self {
+        self.set(
+            "partition_buffer",
+            Value::from(n as u64),
+            "partition_buffer",
+        )
     }
 
     /// Bytes (keys, payloads, headers) a partition may hold taken from
@@ -133,72 +189,114 @@ impl DispatcherBuilder {
     /// `DISPATCHER_PARTITION_BUFFER_BYTES`; default 16 MiB). Besides this,
     /// librdkafka prefetches up to `queued.max.messages.kbytes` (4 MiB by
     /// default here) plus one fetch per assigned partition.
-    pub fn partition_buffer_bytes(mut self, n: usize) -> Self {
-        self.raw.set_knob(Knob::PartitionBufferBytes, n as u64);
-        self
+    pub fn partition_buffer_bytes(self, n: usize) -> Self {
+        self.set(
+            "partition_buffer_bytes",
+            Value::from(n as u64),
+            "partition_buffer_bytes",
+        )
     }
 
     /// How often finished offsets are committed (env
-    /// `DISPATCHER_COMMIT_INTERVAL_MS`; default 1 s).
-    pub fn commit_interval(mut self, every: Duration) -> Self {
-        self.raw.set_knob(Knob::CommitIntervalMs, millis(every));
-        self
+    /// `DISPATCHER_COMMIT_INTERVAL`, e.g. `1s`; default 1 s).
+    pub fn commit_interval(self, every: Duration) -> Self {
+        self.set_duration("commit_interval", every)
     }
 
     /// How long the synchronous commit on revoke and shutdown may take
     /// before it is given up, with a warning (env
-    /// `DISPATCHER_COMMIT_TIMEOUT_MS`; default 5 s). A shutdown takes at
-    /// most the drain timeout plus this, whatever the brokers do.
-    pub fn commit_timeout(mut self, limit: Duration) -> Self {
-        self.raw.set_knob(Knob::CommitTimeoutMs, millis(limit));
-        self
+    /// `DISPATCHER_COMMIT_TIMEOUT`; default 5 s). A shutdown takes at most
+    /// the drain timeout plus twice this, whatever the brokers do.
+    pub fn commit_timeout(self, limit: Duration) -> Self {
+        self.set_duration("commit_timeout", limit)
     }
 
     /// How long in-flight records may run on revoke and shutdown (env
-    /// `DISPATCHER_DRAIN_TIMEOUT_MS`; default 10 s). With the commit
-    /// timeout it must fit within librdkafka's `max.poll.interval.ms`.
-    pub fn drain_timeout(mut self, limit: Duration) -> Self {
-        self.raw.set_knob(Knob::DrainTimeoutMs, millis(limit));
-        self
+    /// `DISPATCHER_DRAIN_TIMEOUT`; default 10 s). With the commit timeout
+    /// it must fit within librdkafka's `max.poll.interval.ms`.
+    pub fn drain_timeout(self, limit: Duration) -> Self {
+        self.set_duration("drain_timeout", limit)
     }
 
-    /// How long an error of the Kafka client (not of a record) may keep
-    /// repeating while nothing is consumed before `run()` stops with it
-    /// (env `DISPATCHER_ERROR_TIMEOUT_MS`; default 5 min). Fatal client
-    /// errors stop it at once.
-    pub fn error_timeout(mut self, limit: Duration) -> Self {
-        self.raw.set_knob(Knob::ErrorTimeoutMs, millis(limit));
-        self
+    /// How long an error of the Kafka client (not of a record) may last
+    /// with nothing consumed before `run()` stops with it (env
+    /// `DISPATCHER_ERROR_TIMEOUT`; default 5 min). Fatal client errors stop
+    /// it at once.
+    pub fn error_timeout(self, limit: Duration) -> Self {
+        self.set_duration("error_timeout", limit)
+    }
+
+    /// On a real cluster, create missing handler and dead-letter topics
+    /// with this many partitions and replicas instead of stopping at
+    /// startup (env `DISPATCHER_CREATE_TOPICS=true`,
+    /// `DISPATCHER_TOPIC_PARTITIONS`, `DISPATCHER_TOPIC_REPLICATION`).
+    pub fn create_topics(self, partitions: i32, replication: i32) -> Self {
+        self.set("create_topics", Value::from(true), "create_topics")
+            .set(
+                "topic_partitions",
+                Value::from(u64::try_from(partitions).unwrap_or(0)),
+                "create_topics",
+            )
+            .set(
+                "topic_replication",
+                Value::from(u64::try_from(replication).unwrap_or(0)),
+                "create_topics",
+            )
     }
 
     /// How a dead-letter write is retried before the record is declared
     /// fatal (default: 5 attempts, from 200 ms doubling up to 5 s).
     pub fn dead_letter_retry(mut self, schedule: RetrySchedule) -> Self {
-        self.raw.dead_letter_retry = Some(schedule);
+        self.retries.0 = Some(schedule);
         self
     }
 
     /// How the synchronous commit on revoke and shutdown is retried, within
     /// the commit timeout (default: 3 attempts, 100 ms then 200 ms apart).
     pub fn commit_retry(mut self, schedule: RetrySchedule) -> Self {
-        self.raw.commit_retry = Some(schedule);
+        self.retries.1 = Some(schedule);
         self
     }
 
     /// At most `limit` records of the handler `name` (its function name or
     /// `module::name`) run at once, overriding the attribute's `concurrency`
-    /// (env `DISPATCHER_HANDLER_CONCURRENCY=name=limit,...`).
+    /// (file `[handlers.<name>] concurrency = n`, env
+    /// `DISPATCHER_HANDLERS__<NAME>__CONCURRENCY`).
     pub fn handler_concurrency(mut self, name: &str, limit: usize) -> Self {
-        self.raw.set_handler_concurrency(name, limit);
+        self.layer.set(
+            &["handlers", name, "concurrency"],
+            Value::from(limit as u64),
+            format!("Dispatcher::builder().handler_concurrency({name:?}, ..)"),
+        );
+        self
+    }
+
+    /// The topics the handler `name` consumes, instead of the attribute's
+    /// (file `[handlers.<name>] topics = [...]`, env
+    /// `DISPATCHER_HANDLERS__<NAME>__TOPICS=a,b`): the same program reads
+    /// `staging.orders` in staging and `orders` in production.
+    pub fn handler_topics<I, S>(mut self, name: &str, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let topics: Vec<Value> = topics.into_iter().map(|t| Value::from(t.into())).collect();
+        self.layer.set(
+            &["handlers", name, "topics"],
+            Value::from(topics),
+            format!("Dispatcher::builder().handler_topics({name:?}, ..)"),
+        );
         self
     }
 
     /// Partitions of each topic created on the embedded broker (env
     /// `DISPATCHER_EMBEDDED_PARTITIONS`; default 4).
-    pub fn embedded_partitions(mut self, n: i32) -> Self {
-        self.raw
-            .set_knob(Knob::EmbeddedPartitions, u64::try_from(n).unwrap_or(0));
-        self
+    pub fn embedded_partitions(self, n: i32) -> Self {
+        self.set(
+            "embedded_partitions",
+            Value::from(u64::try_from(n).unwrap_or(0)),
+            "embedded_partitions",
+        )
     }
 
     /// Ignore the environment; use only what the builder sets.
@@ -275,16 +373,19 @@ impl DispatcherBuilder {
     /// configured, starts the embedded broker and creates the topics.
     pub fn build(self) -> Result<Dispatcher> {
         let handlers = self.selected_handlers()?;
+        let settings = config::load(
+            Inputs {
+                builder: self.layer,
+                read_env: self.read_env,
+                file: self.file.as_deref(),
+                retries: self.retries,
+            },
+            &config::program_name(),
+        )?;
+        let handlers = settings.apply_handler_tables(handlers)?;
         for h in &handlers {
             h.check()?;
         }
-        let raw = if self.read_env {
-            RawConfig::from_env(std::env::vars()).merge(self.raw)
-        } else {
-            self.raw
-        };
-        let settings = raw.validate(&config::program_name())?;
-        let handlers = with_concurrency_overrides(handlers, &settings)?;
         let groups = by_consumer_group(handlers, &settings)?;
         let (brokers, broker) = match (&settings.brokers, self.broker) {
             (Some(b), _) => (b.value.clone(), None),
@@ -299,6 +400,7 @@ impl DispatcherBuilder {
             create_topics(b, &groups, settings.embedded_partitions)?;
         }
         tracing::info!(group = %settings.group_id.value, origin = %settings.group_id.origin, "consumer group");
+        tracing::debug!(properties = ?settings.shown_properties(), "librdkafka properties from the configuration");
         Ok(Dispatcher {
             settings,
             brokers,
@@ -339,47 +441,6 @@ impl DispatcherBuilder {
         };
         Err(Error::NoHandlers { filter })
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Applies the configured per-handler concurrency limits; a limit for a
-/// handler that does not exist is an error with a did-you-mean.
-fn with_concurrency_overrides(
-    mut handlers: Vec<HandlerSpec>,
-    settings: &Settings,
-) -> Result<Vec<HandlerSpec>> {
-    for (name, limit, origin) in &settings.handler_concurrency {
-        let mut found = false;
-        for h in handlers
-            .iter_mut()
-            .filter(|h| h.name == name || h.qualified_name() == *name)
-        {
-            h.policy = h.policy.with_concurrency(*limit);
-            found = true;
-        }
-        if !found {
-            let known: Vec<String> = handlers.iter().map(HandlerSpec::qualified_name).collect();
-            let names = known
-                .iter()
-                .map(String::as_str)
-                .chain(handlers.iter().map(|h| h.name));
-            let hint = dispatcher_rules::suggest::hint(name, names);
-            return Err(ConfigError::new(
-                config::ENV_HANDLER_CONCURRENCY,
-                &format!("{name}={limit}"),
-                origin,
-                format!(
-                    "no handler is called {name:?}{hint}; the handlers are {}",
-                    known.join(", ")
-                ),
-            )
-            .into());
-        }
-    }
-    Ok(handlers)
 }
 
 /// The handlers of each consumer group; two handlers claiming one topic in

@@ -114,8 +114,8 @@ impl Dispatcher {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.settings.client_id.value);
-        for (k, v) in &self.settings.rdkafka {
-            c.set(k, &v.value);
+        for (k, (v, _)) in &self.settings.kafka.common {
+            c.set(k, v.expose());
         }
         c
     }

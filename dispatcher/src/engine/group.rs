@@ -61,6 +61,9 @@ pub(crate) fn start(
         Some(sink) => sink.clone(),
         None => {
             let mut producer_config = client.clone();
+            for (k, (v, _)) in &settings.kafka.producer {
+                producer_config.set(k, v.expose());
+            }
             producer_config
                 .set("acks", "all")
                 .set("enable.idempotence", "true")
@@ -97,9 +100,12 @@ pub(crate) fn start(
         config.set(k, v);
     }
     for (k, v) in CONSUMER_DEFAULTS {
-        if !settings.rdkafka.contains_key(k) {
+        if !settings.kafka.consumer_sets(k) {
             config.set(k, v);
         }
+    }
+    for (k, (v, _)) in &settings.kafka.consumer {
+        config.set(k, v.expose());
     }
     let context = GroupContext::new(
         GroupOptions {
