@@ -1,6 +1,7 @@
 //! Configuring a dispatcher: handlers, settings, listeners, the broker.
 
 use crate::broker::EmbeddedBroker;
+use crate::client::{ClientHooks, OAuthToken, TokenError};
 use crate::config::{self, Inputs, Layer, Settings};
 use crate::dead_letter::DeadLetterSink;
 use crate::error::{Error, Result};
@@ -46,6 +47,7 @@ pub struct DispatcherBuilder {
     signals: bool,
     broker: Option<Arc<EmbeddedBroker>>,
     sink: Option<Arc<dyn DeadLetterSink>>,
+    hooks: ClientHooks,
 }
 
 impl std::fmt::Debug for DispatcherBuilder {
@@ -86,6 +88,7 @@ impl DispatcherBuilder {
             signals: true,
             broker: None,
             sink: None,
+            hooks: ClientHooks::default(),
         }
     }
 
@@ -350,6 +353,38 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Gives librdkafka OAUTHBEARER tokens (`sasl.mechanism=OAUTHBEARER`),
+    /// for Amazon MSK IAM and other token-based logins: called with
+    /// `sasl.oauthbearer.config` whenever librdkafka needs a new token.
+    ///
+    /// ```no_run
+    /// use dispatcher::client::OAuthToken;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// # fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
+    /// let builder = dispatcher::Dispatcher::builder()
+    ///     .kafka_property("security.protocol", "SASL_SSL")
+    ///     .kafka_property("sasl.mechanism", "OAUTHBEARER")
+    ///     .oauth_token_provider(|_config| {
+    ///         let token = fetch_token()?;
+    ///         Ok(OAuthToken::new(token, "billing", SystemTime::now() + Duration::from_secs(900)))
+    ///     });
+    /// ```
+    pub fn oauth_token_provider(
+        mut self,
+        provider: impl Fn(Option<&str>) -> Result<OAuthToken, TokenError> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.token_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// Receives librdkafka's statistics (JSON) from every client, every
+    /// `statistics.interval.ms` (set that property; it is off by default).
+    pub fn on_statistics(mut self, listener: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.hooks.statistics.push(Arc::new(listener));
+        self
+    }
+
     /// Whether SIGINT/SIGTERM stop the dispatcher (default true).
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.signals = on;
@@ -410,6 +445,7 @@ impl DispatcherBuilder {
             signals: self.signals,
             shutdown: CancellationToken::new(),
             sink: self.sink,
+            hooks: self.hooks,
         })
     }
 

@@ -67,6 +67,21 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// Topics the handlers read or write are not on the cluster.
+    #[error("topics missing on the cluster: {}; create them, or let the dispatcher create them with create_topics = true (and topic_partitions, topic_replication)", topics.join(", "))]
+    MissingTopics {
+        /// The missing topics.
+        topics: Vec<String>,
+    },
+    /// A dead-letter topic is compacted: it would keep only the last dead
+    /// letter of each key.
+    #[error("dead-letter topic {topic:?} has cleanup.policy={policy}: compaction would delete dead letters that share a key; use cleanup.policy=delete (with a long retention)")]
+    CompactedDeadLetterTopic {
+        /// The topic.
+        topic: String,
+        /// Its cleanup policy.
+        policy: String,
+    },
     /// The Kafka client failed outside any one record.
     #[error("Kafka client error while {context}")]
     Kafka {

@@ -3,9 +3,11 @@
 mod builder;
 mod engine;
 mod run;
+mod topics;
 mod type_name;
 
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod dead_letter;
 pub mod error;

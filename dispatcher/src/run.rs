@@ -12,6 +12,7 @@
 //! `Ok`.
 
 use crate::broker::EmbeddedBroker;
+use crate::client::{ClientHooks, HooksContext};
 use crate::config::Settings;
 use crate::dead_letter::DeadLetterSink;
 use crate::engine::group::{self, RunShared};
@@ -67,6 +68,7 @@ pub struct Dispatcher {
     pub(crate) signals: bool,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) hooks: ClientHooks,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -129,6 +131,15 @@ impl Dispatcher {
         let stop = Arc::new(Stop::new(self.shutdown.clone()));
         if self.broker.is_none() {
             self.check_reachable().await?;
+            crate::topics::check(
+                &self.client_config(),
+                HooksContext {
+                    hooks: self.hooks.clone(),
+                },
+                crate::topics::Needed::of(self.groups.values().flatten()),
+                self.settings.topics,
+            )
+            .await?;
         }
         let shared = RunShared {
             rt: tokio::runtime::Handle::current(),
@@ -136,6 +147,7 @@ impl Dispatcher {
             stop: stop.clone(),
             listeners: self.listeners.clone(),
             sink: self.sink.clone(),
+            hooks: self.hooks.clone(),
         };
         let signals = self
             .signals
@@ -168,9 +180,10 @@ impl Dispatcher {
     async fn check_reachable(&self) -> Result<()> {
         let config = self.client_config();
         let brokers = self.brokers.clone();
+        let hooks = self.hooks.clone();
         tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config
-                .create()
+            let client: BaseConsumer<HooksContext> = config
+                .create_with_context(HooksContext { hooks })
                 .map_err(|e| Error::kafka("creating the metadata client", e))?;
             client
                 .fetch_metadata(None, Duration::from_secs(10))

@@ -1,9 +1,10 @@
 //! A broker process for end-to-end tests: librdkafka's mock cluster on
 //! 127.0.0.1.
 //!
-//! Usage: `test_broker PARTITIONS TOPIC [TOPIC...]`. Prints the bootstrap
-//! servers on stdout as one line once the topics exist, then runs until its
-//! stdin closes or it is killed.
+//! Usage: `test_broker PARTITIONS TOPIC [TOPIC...]`. Creates each topic and
+//! its dead-letter topic (`<topic>.DLT`), as a real cluster would have them.
+//! Prints the bootstrap servers on stdout as one line once the topics
+//! exist, then runs until its stdin closes or it is killed.
 
 use std::io::{Read, Write};
 
@@ -20,9 +21,11 @@ fn main() {
     );
     let broker = dispatcher::broker::EmbeddedBroker::start(1).expect("start the mock cluster");
     for t in &topics {
-        broker
-            .create_topic(t, partitions)
-            .expect("create the topic");
+        for name in [t.clone(), format!("{t}.DLT")] {
+            broker
+                .create_topic(&name, partitions)
+                .expect("create the topic");
+        }
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", broker.bootstrap_servers()).expect("print the bootstrap servers");

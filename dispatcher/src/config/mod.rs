@@ -62,7 +62,7 @@ mod tests;
 pub(crate) use layers::{environment, file_to_read, Layer, Layers};
 pub use layers::{DEFAULT_FILE, ENV_CONFIG};
 pub(crate) use program::program_name;
-pub(crate) use settings::{validate, Settings, Sourced, TopicSetup};
+pub(crate) use settings::{validate, Settings, TopicSetup};
 
 use crate::policy::RetrySchedule;
 use std::path::Path;

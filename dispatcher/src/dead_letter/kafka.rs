@@ -3,6 +3,7 @@
 
 use super::headers::{self, bounded};
 use super::{DeadLetter, DeadLetterSink, SinkError};
+use crate::client::HooksContext;
 use crate::message::Message;
 use crate::policy::RetrySchedule;
 use futures::future::BoxFuture;
@@ -14,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Writes dead letters to Kafka and waits for the broker's acknowledgement,
 /// retrying a failed write on its [`RetrySchedule`].
 pub(crate) struct KafkaDeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<HooksContext>,
     retry: RetrySchedule,
 }
 
@@ -48,7 +49,7 @@ enum Body {
 }
 
 impl KafkaDeadLetters {
-    pub(crate) fn new(producer: FutureProducer, retry: RetrySchedule) -> Self {
+    pub(crate) fn new(producer: FutureProducer<HooksContext>, retry: RetrySchedule) -> Self {
         KafkaDeadLetters { producer, retry }
     }
 

@@ -11,6 +11,7 @@ use super::execute::Executor;
 use super::limit::Limit;
 use super::partition::{self, WorkerContext};
 use super::stop::Stop;
+use crate::client::ClientHooks;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -45,6 +46,7 @@ pub(crate) struct GroupContext {
     pub(crate) stop: Arc<Stop>,
     pub(crate) waker: Arc<PollWaker>,
     pub(crate) committer: Committer,
+    hooks: ClientHooks,
     /// The consumer this context belongs to, for what needs more than the
     /// reference a callback gets: splitting partition queues, and final
     /// commits on a thread of their own.
@@ -58,6 +60,7 @@ impl GroupContext {
         global: Arc<Limit>,
         stop: Arc<Stop>,
         committer: Committer,
+        hooks: ClientHooks,
     ) -> Self {
         GroupContext {
             options,
@@ -67,6 +70,7 @@ impl GroupContext {
             stop,
             waker: Arc::default(),
             committer,
+            hooks,
             consumer: OnceLock::new(),
         }
     }
@@ -97,30 +101,27 @@ pub(crate) fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", facility = fac, "{log_message}")
-            }
-        }
+        crate::client::log(level, fac, log_message);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.hooks.statistics(statistics);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         // The same error comes back from `poll`, where the poll loop
         // explains it and decides whether to stop.
         tracing::debug!(group = %self.options.group, error = %error, reason, "Kafka client error");
+    }
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.hooks.token(config)
     }
 }
 

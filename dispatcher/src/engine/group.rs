@@ -7,6 +7,7 @@ use super::execute::Executor;
 use super::limit::Limit;
 use super::poll;
 use super::stop::Stop;
+use crate::client::{ClientHooks, HooksContext};
 use crate::config::Settings;
 use crate::dead_letter::{DeadLetterSink, KafkaDeadLetters};
 use crate::error::{Error, Result};
@@ -25,6 +26,7 @@ pub(crate) struct RunShared {
     pub(crate) stop: Arc<Stop>,
     pub(crate) listeners: Arc<[EventListener]>,
     pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) hooks: ClientHooks,
 }
 
 /// Librdkafka settings the dispatcher picks unless the configuration says
@@ -69,8 +71,10 @@ pub(crate) fn start(
                 .set("enable.idempotence", "true")
                 .set("linger.ms", "5")
                 .set("message.timeout.ms", "30000");
-            let producer: FutureProducer = producer_config
-                .create()
+            let producer: FutureProducer<HooksContext> = producer_config
+                .create_with_context(HooksContext {
+                    hooks: shared.hooks.clone(),
+                })
                 .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
             Arc::new(KafkaDeadLetters::new(producer, settings.dead_letter_retry))
         }
@@ -124,6 +128,7 @@ pub(crate) fn start(
             settings.commit_timeout,
             settings.commit_retry,
         ),
+        shared.hooks.clone(),
     );
     let mut consumer: GroupConsumer = config
         .create_with_context(context)
