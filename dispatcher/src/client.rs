@@ -147,6 +147,29 @@ pub(crate) fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 /// producer and the startup checks.
 pub(crate) struct HooksContext {
     pub(crate) hooks: ClientHooks,
+    /// The reason of the client's last error (a refused TLS handshake, a
+    /// failed SASL login), which a failed request does not carry.
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl HooksContext {
+    pub(crate) fn new(hooks: ClientHooks) -> Self {
+        HooksContext {
+            hooks,
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn remember(&self, reason: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason.to_owned());
+        }
+    }
+
+    /// The reason of the client's last error, if there was one.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
 }
 
 impl rdkafka::consumer::ConsumerContext for HooksContext {}
@@ -155,6 +178,12 @@ impl ClientContext for HooksContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // librdkafka says why a broker connection failed (TLS handshake,
+        // SASL login, refused connection) in its FAIL log line; the error
+        // a failed request returns carries only the code.
+        if fac == "FAIL" && (level as i32) <= RDKafkaLogLevel::Error as i32 {
+            self.remember(message);
+        }
         log(level, fac, message);
     }
 
@@ -164,6 +193,11 @@ impl ClientContext for HooksContext {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(error = %error, reason, "Kafka client error");
+        // A summary ("1/1 brokers are down") says less than the broker's
+        // own FAIL line: keep that one when there is one.
+        if self.last_error().is_none() {
+            self.remember(reason);
+        }
     }
 
     fn generate_oauth_token(&self, config: Option<&str>) -> Result<RdToken, Box<dyn StdError>> {

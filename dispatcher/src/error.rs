@@ -59,10 +59,16 @@ pub enum Error {
         second: String,
     },
     /// The brokers could not be reached at startup.
-    #[error("cannot reach Kafka at {brokers:?}; check KAFKA_BROKERS and that the brokers are up")]
+    #[error(
+        "cannot reach Kafka at {brokers:?}{}; check KAFKA_BROKERS, that the brokers are up, and that security.protocol, ssl.* and sasl.* match the listener",
+        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )]
     Unreachable {
         /// The configured bootstrap servers.
         brokers: String,
+        /// The client's last error, when it said why (a refused TLS
+        /// handshake, a failed SASL login, a refused connection).
+        reason: Option<Box<str>>,
         /// The client's error.
         #[source]
         source: rdkafka::error::KafkaError,

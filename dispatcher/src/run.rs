@@ -119,6 +119,14 @@ impl Dispatcher {
         for (k, (v, _)) in &self.settings.kafka.common {
             c.set(k, v.expose());
         }
+        // rdkafka derives the client's log level from the `log` crate, which
+        // a `tracing` program leaves unset: librdkafka would then say only
+        // errors, and nothing of what its `debug` property asks for.
+        c.set_log_level(if c.get("debug").is_some() {
+            rdkafka::config::RDKafkaLogLevel::Debug
+        } else {
+            rdkafka::config::RDKafkaLogLevel::Warning
+        });
         c
     }
 
@@ -133,9 +141,7 @@ impl Dispatcher {
             self.check_reachable().await?;
             crate::topics::check(
                 &self.client_config(),
-                HooksContext {
-                    hooks: self.hooks.clone(),
-                },
+                HooksContext::new(self.hooks.clone()),
                 crate::topics::Needed::of(self.groups.values().flatten()),
                 self.settings.topics,
             )
@@ -183,12 +189,26 @@ impl Dispatcher {
         let hooks = self.hooks.clone();
         tokio::task::spawn_blocking(move || {
             let client: BaseConsumer<HooksContext> = config
-                .create_with_context(HooksContext { hooks })
+                .create_with_context(HooksContext::new(hooks))
                 .map_err(|e| Error::kafka("creating the metadata client", e))?;
             client
                 .fetch_metadata(None, Duration::from_secs(10))
                 .map(|_| ())
-                .map_err(|source| Error::Unreachable { brokers, source })
+                .map_err(|source| {
+                    // The client's log lines, which say why its connections
+                    // failed, wait on its queue until it is served: serve
+                    // it for a moment (each error event ends one poll).
+                    for _ in 0..100 {
+                        if client.poll(Duration::from_millis(50)).is_none() {
+                            break;
+                        }
+                    }
+                    Error::Unreachable {
+                        brokers,
+                        reason: client.context().last_error().map(String::into_boxed_str),
+                        source,
+                    }
+                })
         })
         .await
         .map_err(|e| Error::Runtime {

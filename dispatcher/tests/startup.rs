@@ -198,3 +198,85 @@ async fn unreachable_brokers_stop_run_with_unreachable() {
         other => panic!("expected Unreachable, got {other:?}"),
     }
 }
+
+/// TLS is compiled in (the default `tls` feature), and a TLS client that
+/// meets a listener it cannot handshake with stops startup with the reason,
+/// not only "cannot reach Kafka".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_tls_handshake_stops_run_with_the_reason() {
+    // A listener that answers like a web server, not a TLS one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let dispatcher = builder()
+        .topics(["it-startup-one"])
+        .brokers(&address)
+        .kafka_property("security.protocol", "SSL")
+        .build()
+        .expect("SSL is a valid security.protocol with the tls feature");
+    let result = tokio::time::timeout(Duration::from_secs(60), dispatcher.run())
+        .await
+        .expect("run() gives up on a listener that refuses TLS");
+    match result {
+        Err(err @ Error::Unreachable { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.contains("SSL") && text.contains("security.protocol"),
+                "the error says TLS failed and what to check: {text}"
+            );
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+/// A CA file that does not exist stops startup, naming the property.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_ca_file_stops_run_naming_the_property() {
+    let dispatcher = builder()
+        .topics(["it-startup-one"])
+        .brokers("127.0.0.1:9")
+        .kafka_property("security.protocol", "SSL")
+        .kafka_property("ssl.ca.location", "/nonexistent/dispatcher-ca.pem")
+        .build()
+        .expect("the path is checked by the client");
+    let err = tokio::time::timeout(Duration::from_secs(60), dispatcher.run())
+        .await
+        .expect("run() fails at once")
+        .expect_err("the CA file does not exist");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("ssl.ca.location"),
+        "the error names the property: {text}"
+    );
+}
+
+/// The client is built with what the secured-cluster recipes need.
+#[test]
+fn the_client_supports_tls_scram_oauthbearer_and_zstd() {
+    let features = rdkafka::config::ClientConfig::new()
+        .create_native_config()
+        .expect("a native config")
+        .get("builtin.features")
+        .expect("builtin.features");
+    for needed in [
+        "ssl",
+        "sasl_plain",
+        "sasl_scram",
+        "sasl_oauthbearer",
+        "zstd",
+    ] {
+        assert!(
+            features.split(',').any(|f| f == needed),
+            "librdkafka is built with {needed}: {features}"
+        );
+    }
+}

@@ -72,9 +72,7 @@ pub(crate) fn start(
                 .set("linger.ms", "5")
                 .set("message.timeout.ms", "30000");
             let producer: FutureProducer<HooksContext> = producer_config
-                .create_with_context(HooksContext {
-                    hooks: shared.hooks.clone(),
-                })
+                .create_with_context(HooksContext::new(shared.hooks.clone()))
                 .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
             Arc::new(KafkaDeadLetters::new(producer, settings.dead_letter_retry))
         }
