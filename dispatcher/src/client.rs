@@ -122,6 +122,18 @@ impl ClientHooks {
     }
 }
 
+/// Sets the level up to which librdkafka logs: warnings, or everything when
+/// its `debug` property is set. rdkafka derives the level from the `log`
+/// crate, which a `tracing` program leaves unset: librdkafka would then say
+/// only errors, and nothing of what `debug` asks for.
+pub(crate) fn set_log_level(config: &mut rdkafka::ClientConfig) {
+    config.set_log_level(if config.get("debug").is_some() {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    });
+}
+
 /// librdkafka's log lines, through `tracing` (target `librdkafka`).
 pub(crate) fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     match level {
@@ -202,5 +214,22 @@ impl ClientContext for HooksContext {
 
     fn generate_oauth_token(&self, config: Option<&str>) -> Result<RdToken, Box<dyn StdError>> {
         self.hooks.token(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_log_warnings_and_what_debug_asks_for() {
+        let mut config = rdkafka::ClientConfig::new();
+        // What rdkafka picks when the `log` crate is unset, as under tracing.
+        assert!(matches!(config.log_level, RDKafkaLogLevel::Error));
+        set_log_level(&mut config);
+        assert!(matches!(config.log_level, RDKafkaLogLevel::Warning));
+        config.set("debug", "broker");
+        set_log_level(&mut config);
+        assert!(matches!(config.log_level, RDKafkaLogLevel::Debug));
     }
 }

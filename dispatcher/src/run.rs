@@ -119,14 +119,7 @@ impl Dispatcher {
         for (k, (v, _)) in &self.settings.kafka.common {
             c.set(k, v.expose());
         }
-        // rdkafka derives the client's log level from the `log` crate, which
-        // a `tracing` program leaves unset: librdkafka would then say only
-        // errors, and nothing of what its `debug` property asks for.
-        c.set_log_level(if c.get("debug").is_some() {
-            rdkafka::config::RDKafkaLogLevel::Debug
-        } else {
-            rdkafka::config::RDKafkaLogLevel::Warning
-        });
+        crate::client::set_log_level(&mut c);
         c
     }
 
