@@ -71,8 +71,11 @@ use proc_macro::TokenStream;
 ///   const parameters, no `impl Trait` arguments; lifetimes are fine).
 /// - Every argument type implements `dispatcher::extract::FromMessage`: `Message`,
 ///   `&Message`, `Json<T>` (`T: DeserializeOwned`), `&[u8]`, `Vec<u8>`,
-///   `bytes::Bytes`, `&str`, `String`, or `Option<_>` of a payload form
-///   (`None` for a tombstone). Any number of arguments, zero included.
+///   `bytes::Bytes`, `&str`, `String`, `State<T>` (a value given to the
+///   builder; `T: Send + Sync`), or `Option<_>` of a payload form (`None`
+///   for a tombstone). Any number of arguments, zero included. The types of
+///   the `State<T>` arguments are registered, so startup stops, naming the
+///   handler and `T`, when one was not provided.
 /// - The return type is a `Result` (any path whose last segment is
 ///   `Result`, so `anyhow::Result<()>` works) with `Ok` type `()` and an
 ///   error that is a `std::error::Error + Send + Sync + 'static`,

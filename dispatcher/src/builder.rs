@@ -48,6 +48,7 @@ pub struct DispatcherBuilder {
     broker: Option<Arc<EmbeddedBroker>>,
     sink: Option<Arc<dyn DeadLetterSink>>,
     hooks: ClientHooks,
+    states: crate::state::States,
 }
 
 impl std::fmt::Debug for DispatcherBuilder {
@@ -89,6 +90,7 @@ impl DispatcherBuilder {
             broker: None,
             sink: None,
             hooks: ClientHooks::default(),
+            states: Default::default(),
         }
     }
 
@@ -385,6 +387,15 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Gives handlers a value (a connection pool, a client, a cache): a
+    /// handler takes it as a [`State<T>`](crate::extract::State) argument.
+    /// One value per type; a second `state` of the same type replaces the
+    /// first.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
+        self
+    }
+
     /// Whether SIGINT/SIGTERM stop the dispatcher (default true).
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.signals = on;
@@ -420,6 +431,12 @@ impl DispatcherBuilder {
         let handlers = settings.apply_handler_tables(handlers)?;
         for h in &handlers {
             h.check()?;
+            if let Some(missing) = h.states.iter().find(|k| !self.states.contains(k)) {
+                return Err(Error::MissingState {
+                    handler: format!("{} ({})", h.qualified_name(), h.location()),
+                    state: missing.type_name().to_owned(),
+                });
+            }
         }
         let groups = by_consumer_group(handlers, &settings)?;
         let (brokers, broker) = match (&settings.brokers, self.broker) {
@@ -446,6 +463,7 @@ impl DispatcherBuilder {
             shutdown: CancellationToken::new(),
             sink: self.sink,
             hooks: self.hooks,
+            states: Arc::new(self.states),
         })
     }
 

@@ -58,6 +58,14 @@ pub enum Error {
         /// The second handler and where it is declared.
         second: String,
     },
+    /// A handler takes a `State<T>` that was not given to the builder.
+    #[error("handler {handler} takes State<{state}>, which was not provided; give it with Dispatcher::builder().state(..)")]
+    MissingState {
+        /// The handler and where it is declared.
+        handler: String,
+        /// The state's type, as the handler wrote it.
+        state: String,
+    },
     /// The brokers could not be reached at startup.
     #[error(
         "cannot reach Kafka at {brokers:?}{}; check KAFKA_BROKERS, that the brokers are up, and that security.protocol, ssl.* and sasl.* match the listener",

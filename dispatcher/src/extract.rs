@@ -5,11 +5,14 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
+pub use crate::state::{State, StateKey};
+
 /// A value a handler can take as an argument, built from the record.
 ///
 /// Implemented for the record itself ([`Message`], `&Message`), for the
 /// payload as bytes or text (`&[u8]`, `Vec<u8>`, [`Bytes`], `&str`,
-/// `String`), for [`Json<T>`], and for `Option<T>` of any payload form, which
+/// `String`), for [`Json<T>`], for [`State<T>`] (a value the application
+/// gave the builder), and for `Option<T>` of any payload form, which
 /// is `None` for a tombstone (a record with a null payload).
 ///
 /// An extraction that fails is a [`DecodeError`]: retrying cannot fix it, so
@@ -17,7 +20,7 @@ use std::fmt;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a `#[kafka_handler]` argument",
     label = "not built from a Kafka record",
-    note = "handler arguments implement `dispatcher::extract::FromMessage`: `Message`, `&Message`, `Json<T>`, `&[u8]`, `Vec<u8>`, `bytes::Bytes`, `&str`, `String`, or `Option<_>` of a payload form"
+    note = "handler arguments implement `dispatcher::extract::FromMessage`: `Message`, `&Message`, `Json<T>`, `&[u8]`, `Vec<u8>`, `bytes::Bytes`, `&str`, `String`, `State<T>`, or `Option<_>` of a payload form"
 )]
 pub trait FromMessage<'a>: Sized {
     /// Builds the argument from the record.

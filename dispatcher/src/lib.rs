@@ -3,6 +3,7 @@
 mod builder;
 mod engine;
 mod run;
+mod state;
 mod topics;
 mod type_name;
 

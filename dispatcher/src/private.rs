@@ -1,6 +1,6 @@
 //! Paths used by the code `#[kafka_handler]` generates. Not public API.
 
-pub use crate::extract::FromMessage;
+pub use crate::extract::{FromMessage, StateKey};
 pub use crate::handler::{Handler, HandlerError, HandlerFuture, HandlerSpec, Registration};
 pub use crate::message::Message;
 pub use crate::policy::{Backoff, Classify, ErrorMatcher, OrderingMode, Policy};

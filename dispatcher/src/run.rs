@@ -69,6 +69,7 @@ pub struct Dispatcher {
     pub(crate) shutdown: CancellationToken,
     pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
     pub(crate) hooks: ClientHooks,
+    pub(crate) states: Arc<crate::state::States>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -147,6 +148,7 @@ impl Dispatcher {
             listeners: self.listeners.clone(),
             sink: self.sink.clone(),
             hooks: self.hooks.clone(),
+            states: self.states.clone(),
         };
         let signals = self
             .signals

@@ -18,7 +18,7 @@ pub(crate) fn expand(attr: &HandlerAttr, item: &ItemFn, handler: &HandlerFn) -> 
     let call = handler_impl(&krate, item, handler);
     let overlap = overlap_assertions(attr);
     let (matcher_statics, policy) = policy(&krate, attr);
-    let registration = registration(&krate, attr, item, policy);
+    let registration = registration(&krate, attr, item, handler, policy);
     quote! {
         #item
 
@@ -220,11 +220,20 @@ fn registration(
     krate: &TokenStream,
     attr: &HandlerAttr,
     item: &ItemFn,
+    handler: &HandlerFn,
     policy: TokenStream,
 ) -> TokenStream {
     let name = item.sig.ident.unraw().to_string();
     let topics = attr.topics.iter().flatten();
     let group = attr.group.as_ref().map(|group| quote!(.with_group(#group)));
+    let states: Vec<_> = handler.args.iter().filter_map(state_type).collect();
+    let states = (!states.is_empty()).then(|| {
+        let keys = states.iter().map(|ty| {
+            let written = type_name(ty);
+            quote_spanned! {ty.span()=> #krate::StateKey::of::<#ty>(#written) }
+        });
+        quote!(.with_states(&[#(#keys),*]))
+    });
     quote! {
         #krate::inventory::submit! {
             #krate::Registration(
@@ -232,7 +241,25 @@ fn registration(
                     .declared_at(::core::module_path!(), ::core::file!(), ::core::line!())
                     .with_policy(#policy)
                     #group
+                    #states
             )
         }
+    }
+}
+
+/// The `T` of an argument written `State<T>` (with any path before
+/// `State`), which startup checks was provided.
+fn state_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "State" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => match &args.args[0] {
+            syn::GenericArgument::Type(inner) => Some(inner),
+            _ => None,
+        },
+        _ => None,
     }
 }

@@ -8,6 +8,7 @@ use crate::event::{EventListener, Outcome};
 use crate::handler::{HandlerError, HandlerFuture, HandlerSpec, HandlerTimeout};
 use crate::message::{KeyDisplay, Message};
 use crate::policy::Classification;
+use crate::state::{States, CURRENT};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub(crate) struct Executor {
     pub(crate) listeners: Arc<[EventListener]>,
     pub(crate) dead_letters: Arc<dyn DeadLetterSink>,
     pub(crate) group: Arc<str>,
+    /// The application's states, for a handler that takes `State<T>`
+    /// (`None` for the others: they start without the task-local).
+    pub(crate) states: Option<Arc<States>>,
 }
 
 /// The first attempt of a record, as far as [`Executor::start`] got.
@@ -84,7 +88,13 @@ impl Executor {
             Err(e) => return FirstAttempt::Failed(e),
         };
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut cx))) {
+        // The macro's code extracts the arguments, `State<T>` among them,
+        // in this first poll: the states are in scope for it.
+        let first_poll = || match &self.states {
+            Some(states) => CURRENT.sync_scope(states.clone(), || call.as_mut().poll(&mut cx)),
+            None => call.as_mut().poll(&mut cx),
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(first_poll)) {
             Ok(Poll::Ready(Ok(()))) => FirstAttempt::Handled,
             Ok(Poll::Ready(Err(e))) => FirstAttempt::Failed(e),
             Err(panic) => FirstAttempt::Failed(HandlerError::from_panic(panic)),
@@ -184,9 +194,14 @@ impl Executor {
                         () = tokio::time::sleep(delay) => {}
                     }
                     attempt += 1;
-                    let result = match self.call(msg) {
-                        Ok(call) => self.finish_attempt(call).await,
-                        Err(e) => Err(e),
+                    let result = match (self.call(msg), &self.states) {
+                        (Ok(call), Some(states)) => {
+                            CURRENT
+                                .scope(states.clone(), self.finish_attempt(call))
+                                .await
+                        }
+                        (Ok(call), None) => self.finish_attempt(call).await,
+                        (Err(e), _) => Err(e),
                     };
                     match result {
                         Ok(()) => {
@@ -323,6 +338,7 @@ mod tests {
             listeners: Arc::from(Vec::new()),
             dead_letters: sink,
             group: Arc::from("g"),
+            states: None,
         };
         (rt, handler)
     }

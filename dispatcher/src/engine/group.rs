@@ -27,6 +27,8 @@ pub(crate) struct RunShared {
     pub(crate) listeners: Arc<[EventListener]>,
     pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
     pub(crate) hooks: ClientHooks,
+    /// What `State<T>` arguments read.
+    pub(crate) states: Arc<crate::state::States>,
 }
 
 /// Librdkafka settings the dispatcher picks unless the configuration says
@@ -87,6 +89,7 @@ pub(crate) fn start(
             listeners: shared.listeners.clone(),
             dead_letters: dead_letters.clone(),
             group: group_name.clone(),
+            states: (!spec.states.is_empty()).then(|| shared.states.clone()),
         });
         for t in spec.topics {
             executors.insert(Arc::from(*t), executor.clone());

@@ -180,6 +180,7 @@ mod tests {
             listeners: Arc::from(Vec::new()),
             dead_letters: sink.clone(),
             group: Arc::from("g"),
+            states: None,
         };
         let msg = Message::new("orders", 0, 3).with_payload(r#"{"id": 1, "amount": "#);
         let first = executor.start(&msg);

@@ -445,6 +445,7 @@ mod tests {
                 listeners: Arc::from(Vec::new()),
                 dead_letters: Arc::new(NoSink),
                 group: Arc::from("g"),
+                states: None,
             }),
             global,
             stop: Arc::new(Stop::default()),

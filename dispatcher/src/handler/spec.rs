@@ -3,6 +3,7 @@
 use super::Handler;
 use crate::error::{Error, Result};
 use crate::policy::Policy;
+use crate::state::StateKey;
 use dispatcher_rules::topic;
 
 /// A registered handler: the code to run, the topics it consumes, its
@@ -32,6 +33,9 @@ pub struct HandlerSpec {
     pub policy: Policy,
     /// The code to run.
     pub handler: &'static dyn Handler,
+    /// The [`State`](crate::extract::State) types its arguments ask for,
+    /// checked at startup.
+    pub states: &'static [StateKey],
 }
 
 impl HandlerSpec {
@@ -51,7 +55,17 @@ impl HandlerSpec {
             group: None,
             policy: Policy::DEFAULT,
             handler,
+            states: &[],
         }
+    }
+
+    /// Declares the [`State`](crate::extract::State) types the handler
+    /// takes, so that startup fails, naming the handler and the type, when
+    /// one was not provided.
+    #[must_use]
+    pub const fn with_states(mut self, states: &'static [StateKey]) -> Self {
+        self.states = states;
+        self
     }
 
     /// Sets the policy.

@@ -1,0 +1,33 @@
+use dispatcher::extract::State;
+use dispatcher::kafka_handler;
+
+struct Prices {
+    vat_percent: u32,
+}
+
+struct Db;
+
+#[kafka_handler(topic = "orders")]
+async fn on_order(prices: State<Prices>, _db: dispatcher::extract::State<Db>) -> Result<(), std::io::Error> {
+    assert_eq!(prices.vat_percent, 20);
+    Ok(())
+}
+
+fn main() {
+    let handlers = dispatcher::handler::registered();
+    let names: Vec<_> = handlers[0].states.iter().map(|s| s.type_name()).collect();
+    assert_eq!(names, ["Prices", "Db"]);
+    let builder = || {
+        dispatcher::Dispatcher::builder()
+            .ignore_environment()
+            .handle_signals(false)
+            .brokers("127.0.0.1:9")
+    };
+    let missing = builder().state(Prices { vat_percent: 20 }).build().expect_err("Db is missing");
+    assert!(matches!(missing, dispatcher::Error::MissingState { ref state, .. } if state == "Db"));
+    builder()
+        .state(Prices { vat_percent: 20 })
+        .state(Db)
+        .build()
+        .expect("both states are provided");
+}
