@@ -1,6 +1,11 @@
 //! Shared pieces of the end-to-end tests: child processes that are always
 //! killed, a keyed producer, and the checker of the handling log written by
-//! the `test_consumer` processes.
+//! the `test_consumer` processes; and, for the TLS tests, a tansu broker
+//! process ([`tansu`]) behind a TLS front with test-made certificates
+//! ([`tls_front`]).
+
+pub mod tansu;
+pub mod tls_front;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
