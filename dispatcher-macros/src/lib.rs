@@ -72,7 +72,7 @@ use proc_macro::TokenStream;
 /// - Every argument type implements `dispatcher::extract::FromMessage`: `Message`,
 ///   `&Message`, `Json<T>` (`T: DeserializeOwned`), `&[u8]`, `Vec<u8>`,
 ///   `bytes::Bytes`, `&str`, `String`, `State<T>` (a value given to the
-///   builder; `T: Send + Sync`), or `Option<_>` of a payload form (`None`
+///   builder; `T: Send + Sync`), `Publisher` (writes records), or `Option<_>` of a payload form (`None`
 ///   for a tombstone). Any number of arguments, zero included. The types of
 ///   the `State<T>` arguments are registered, so startup stops, naming the
 ///   handler and `T`, when one was not provided.

@@ -431,7 +431,11 @@ impl DispatcherBuilder {
         let handlers = settings.apply_handler_tables(handlers)?;
         for h in &handlers {
             h.check()?;
-            if let Some(missing) = h.states.iter().find(|k| !self.states.contains(k)) {
+            if let Some(missing) = h
+                .states
+                .iter()
+                .find(|k| !self.states.contains(k) && !k.is::<crate::extract::Publisher>())
+            {
                 return Err(Error::MissingState {
                     handler: format!("{} ({})", h.qualified_name(), h.location()),
                     state: missing.type_name().to_owned(),

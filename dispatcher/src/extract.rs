@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
+pub use crate::publish::{PublishError, Publisher};
 pub use crate::state::{State, StateKey};
 
 /// A value a handler can take as an argument, built from the record.

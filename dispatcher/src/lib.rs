@@ -2,6 +2,7 @@
 
 mod builder;
 mod engine;
+mod publish;
 mod run;
 mod state;
 mod topics;

@@ -141,6 +141,7 @@ impl Dispatcher {
             )
             .await?;
         }
+        let client = self.client_config();
         let shared = RunShared {
             rt: tokio::runtime::Handle::current(),
             global: Arc::new(Limit::new(self.settings.max_in_flight)),
@@ -148,12 +149,11 @@ impl Dispatcher {
             listeners: self.listeners.clone(),
             sink: self.sink.clone(),
             hooks: self.hooks.clone(),
-            states: self.states.clone(),
+            states: self.states_for_run(&client)?,
         };
         let signals = self
             .signals
             .then(|| tokio::spawn(wait_for_signal(self.shutdown.clone())));
-        let client = self.client_config();
         let mut running = Vec::new();
         for (group, specs) in &self.groups {
             match group::start(group, specs, &self.settings, &client, &shared) {
@@ -176,6 +176,29 @@ impl Dispatcher {
                 Ok(())
             }
         }
+    }
+
+    /// The builder's states, and a [`Publisher`] when a handler takes one.
+    ///
+    /// [`Publisher`]: crate::extract::Publisher
+    fn states_for_run(&self, client: &ClientConfig) -> Result<Arc<crate::state::States>> {
+        let publishes = self
+            .groups
+            .values()
+            .flatten()
+            .any(|h| h.states.iter().any(|k| k.is::<crate::extract::Publisher>()));
+        if !publishes {
+            return Ok(self.states.clone());
+        }
+        let producer = crate::engine::group::producer(
+            client,
+            &self.settings,
+            &self.hooks,
+            "the handlers' producer",
+        )?;
+        let mut states = (*self.states).clone();
+        states.insert(crate::publish::Publisher::new(producer));
+        Ok(Arc::new(states))
     }
 
     async fn check_reachable(&self) -> Result<()> {

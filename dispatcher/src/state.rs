@@ -99,6 +99,11 @@ impl StateKey {
         }
     }
 
+    /// Whether this is the key of `T`.
+    pub(crate) fn is<T: 'static>(&self) -> bool {
+        (self.type_id)() == TypeId::of::<T>()
+    }
+
     /// The type as the handler wrote it.
     pub fn type_name(&self) -> &'static str {
         self.type_name
@@ -126,7 +131,7 @@ impl States {
         self.values.contains_key(&(key.type_id)())
     }
 
-    fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+    pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.values
             .get(&TypeId::of::<T>())
             .cloned()

@@ -248,10 +248,14 @@ fn registration(
 }
 
 /// The `T` of an argument written `State<T>` (with any path before
-/// `State`), which startup checks was provided.
+/// `State`), which startup checks was provided; or the `Publisher` itself,
+/// which the dispatcher provides when a handler takes one.
 fn state_type(ty: &Type) -> Option<&Type> {
     let Type::Path(path) = ty else { return None };
     let last = path.path.segments.last()?;
+    if last.ident == "Publisher" && last.arguments.is_empty() {
+        return Some(ty);
+    }
     if last.ident != "State" {
         return None;
     }

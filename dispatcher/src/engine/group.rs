@@ -45,6 +45,28 @@ pub(crate) const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     ("queued.max.messages.kbytes", "4096"),
 ];
 
+/// A producer with the configuration's producer properties: idempotent,
+/// `acks=all`, for dead letters and for handlers' `Publisher`s.
+pub(crate) fn producer(
+    client: &ClientConfig,
+    settings: &Settings,
+    hooks: &ClientHooks,
+    what: &str,
+) -> Result<FutureProducer<HooksContext>> {
+    let mut config = client.clone();
+    for (k, (v, _)) in &settings.kafka.producer {
+        config.set(k, v.expose());
+    }
+    config
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    config
+        .create_with_context(HooksContext::new(hooks.clone()))
+        .map_err(|e| Error::kafka(format!("creating {what}"), e))
+}
+
 /// How far a group's shutdown got.
 pub(crate) struct Running {
     /// Completes when the group has drained and committed.
@@ -64,18 +86,7 @@ pub(crate) fn start(
     let dead_letters: Arc<dyn DeadLetterSink> = match &shared.sink {
         Some(sink) => sink.clone(),
         None => {
-            let mut producer_config = client.clone();
-            for (k, (v, _)) in &settings.kafka.producer {
-                producer_config.set(k, v.expose());
-            }
-            producer_config
-                .set("acks", "all")
-                .set("enable.idempotence", "true")
-                .set("linger.ms", "5")
-                .set("message.timeout.ms", "30000");
-            let producer: FutureProducer<HooksContext> = producer_config
-                .create_with_context(HooksContext::new(shared.hooks.clone()))
-                .map_err(|e| Error::kafka("creating the dead-letter producer", e))?;
+            let producer = producer(client, settings, &shared.hooks, "the dead-letter producer")?;
             Arc::new(KafkaDeadLetters::new(producer, settings.dead_letter_retry))
         }
     };

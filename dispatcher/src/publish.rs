@@ -1,0 +1,110 @@
+//! Records a handler writes (consume-transform-produce), through the
+//! dispatcher's producer.
+
+use crate::client::HooksContext;
+use crate::extract::{DecodeError, FromMessage};
+use crate::message::Message;
+use crate::state::CURRENT;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::fmt;
+use std::time::Duration;
+
+/// Writes records to Kafka from a handler, through a producer the
+/// dispatcher creates (idempotent, `acks=all`, the `[kafka.producer]`
+/// properties) when a handler takes a `Publisher` argument.
+///
+/// [`send`](Self::send) returns once the broker has acknowledged the
+/// record. A handler that awaits its sends before returning `Ok` therefore
+/// has its input committed only after what it wrote is acknowledged: if the
+/// process dies first, the input is delivered again (and written again:
+/// at-least-once).
+///
+/// A failed send is a [`PublishError`]. Like any handler error it is
+/// dead-lettered unless the policy retries it: list it, as in
+/// `#[kafka_handler(topic = "orders", retry = dispatcher::extract::PublishError)]`.
+///
+/// ```no_run
+/// use dispatcher::extract::{PublishError, Publisher};
+/// use dispatcher::kafka_handler;
+///
+/// #[kafka_handler(topic = "orders", retry = PublishError)]
+/// async fn enrich(order: &str, out: Publisher) -> Result<(), PublishError> {
+///     out.send("orders.enriched", None, order.to_uppercase().as_bytes()).await?;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer<HooksContext>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+/// How long a send may wait for room in the producer's queue.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Publisher {
+    pub(crate) fn new(producer: FutureProducer<HooksContext>) -> Self {
+        Publisher { producer }
+    }
+
+    /// Writes one record to `topic` (partitioned by `key`, or spread when
+    /// there is none) and waits for the broker's acknowledgement. Returns
+    /// the partition and offset it was written at.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<(i32, i64), PublishError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        match self.producer.send(record, QUEUE_TIMEOUT).await {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((source, _)) => Err(PublishError {
+                topic: topic.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+impl<'a> FromMessage<'a> for Publisher {
+    fn from_message(_msg: &'a Message) -> Result<Self, DecodeError> {
+        CURRENT
+            .try_with(|states| states.get::<Publisher>())
+            .ok()
+            .flatten()
+            .map(|p| (*p).clone())
+            .ok_or_else(|| {
+                DecodeError::new(
+                    "Publisher",
+                    "the dispatcher made no producer: declare the handler with #[kafka_handler], or with HandlerSpec::with_states(&[StateKey::of::<Publisher>(\"Publisher\")])",
+                )
+            })
+    }
+}
+
+/// A record a [`Publisher`] could not write: the topic and the client's
+/// error.
+#[derive(Debug, thiserror::Error)]
+#[error("could not publish to {topic:?}")]
+pub struct PublishError {
+    topic: String,
+    #[source]
+    source: KafkaError,
+}
+
+impl PublishError {
+    /// The topic the record was for.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
