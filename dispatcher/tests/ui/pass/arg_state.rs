@@ -1,4 +1,4 @@
-use dispatcher::extract::State;
+use dispatcher::extract::{PublishError, Publisher, State};
 use dispatcher::kafka_handler;
 
 struct Prices {
@@ -13,10 +13,21 @@ async fn on_order(prices: State<Prices>, _db: dispatcher::extract::State<Db>) ->
     Ok(())
 }
 
+// Consume-transform-produce: the dispatcher provides the Publisher.
+#[kafka_handler(topic = "payments", retry = PublishError)]
+async fn relay(text: &str, out: Publisher) -> Result<(), PublishError> {
+    out.send("payments.copy", None, text.as_bytes()).await?;
+    Ok(())
+}
+
 fn main() {
     let handlers = dispatcher::handler::registered();
-    let names: Vec<_> = handlers[0].states.iter().map(|s| s.type_name()).collect();
-    assert_eq!(names, ["Prices", "Db"]);
+    let states_of = |name: &str| -> Vec<&str> {
+        let spec = handlers.iter().find(|h| h.name == name).expect("registered");
+        spec.states.iter().map(|s| s.type_name()).collect()
+    };
+    assert_eq!(states_of("on_order"), ["Prices", "Db"]);
+    assert_eq!(states_of("relay"), ["Publisher"]);
     let builder = || {
         dispatcher::Dispatcher::builder()
             .ignore_environment()
@@ -29,5 +40,5 @@ fn main() {
         .state(Prices { vat_percent: 20 })
         .state(Db)
         .build()
-        .expect("both states are provided");
+        .expect("both states are provided, and the Publisher is the dispatcher's own");
 }
