@@ -4,7 +4,7 @@
 use crate::client::HooksContext;
 use crate::extract::{DecodeError, FromMessage};
 use crate::message::Message;
-use crate::state::CURRENT;
+use crate::state::States;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::fmt;
@@ -78,10 +78,7 @@ impl Publisher {
 
 impl<'a> FromMessage<'a> for Publisher {
     fn from_message(_msg: &'a Message) -> Result<Self, DecodeError> {
-        CURRENT
-            .try_with(|states| states.get::<Publisher>())
-            .ok()
-            .flatten()
+        States::current::<Publisher>()
             .map(|p| (*p).clone())
             .ok_or_else(|| {
                 DecodeError::new(

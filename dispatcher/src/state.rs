@@ -67,12 +67,7 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for State<T> {
 
 impl<'a, T: Send + Sync + 'static> FromMessage<'a> for State<T> {
     fn from_message(_msg: &'a Message) -> Result<Self, DecodeError> {
-        CURRENT
-            .try_with(|states| states.get::<T>())
-            .ok()
-            .flatten()
-            .map(State)
-            .ok_or_else(|| {
+        States::current::<T>().map(State).ok_or_else(|| {
                 DecodeError::new(
                     &format!("State<{}>", std::any::type_name::<T>()),
                     "no such state was provided: give it with Dispatcher::builder().state(..), and declare the handler with #[kafka_handler] or HandlerSpec::with_states so startup checks it",
@@ -131,7 +126,12 @@ impl States {
         self.values.contains_key(&(key.type_id)())
     }
 
-    pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+    /// The value of type `T` in the states in scope, if any.
+    pub(crate) fn current<T: Send + Sync + 'static>() -> Option<Arc<T>> {
+        CURRENT.try_with(|states| states.get::<T>()).ok().flatten()
+    }
+
+    fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.values
             .get(&TypeId::of::<T>())
             .cloned()
