@@ -231,6 +231,28 @@ impl DispatcherBuilder {
         self.set_duration("error_timeout", limit)
     }
 
+    /// Serves Prometheus metrics at `/metrics` and health checks at
+    /// `/health/live` and `/health/ready` on this address: `host:port`, or
+    /// a port alone for 127.0.0.1 (env `DISPATCHER_METRICS_ADDRESS`; off by
+    /// default). See [`telemetry`](crate::telemetry) for the series.
+    pub fn metrics_address(self, address: impl Into<String>) -> Self {
+        self.set(
+            "metrics_address",
+            Value::from(address.into()),
+            "metrics_address",
+        )
+    }
+
+    /// How long a partition's oldest unfinished record may hold up its
+    /// commits, with records in flight, before the partition counts as
+    /// stalled: a warning names the record, the
+    /// `dispatcher_partition_stalled` gauge turns 1 and readiness turns
+    /// off until the partition moves again (env `DISPATCHER_STALL_TIMEOUT`;
+    /// default 60 s).
+    pub fn stall_timeout(self, limit: Duration) -> Self {
+        self.set_duration("stall_timeout", limit)
+    }
+
     /// On a real cluster, create missing handler and dead-letter topics
     /// with this many partitions and replicas instead of stopping at
     /// startup (env `DISPATCHER_CREATE_TOPICS=true`,

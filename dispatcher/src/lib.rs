@@ -20,6 +20,7 @@ pub mod handler;
 pub mod logging;
 pub mod message;
 pub mod policy;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 

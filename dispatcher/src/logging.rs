@@ -1,15 +1,71 @@
 //! A log subscriber for programs that set none (the `logging` feature, on
 //! by default).
+//!
+//! `RUST_LOG` filters (default `info`); `DISPATCHER_LOG_FORMAT` picks the
+//! format: `text` (default) or `json`, one JSON object per line with the
+//! record's span fields (topic, partition, offset, key, handler, attempt)
+//! on every event a handler logs. Logging starts before the configuration
+//! is read, so the format is an environment variable only.
 
-/// Installs a `tracing` subscriber printing to stderr, filtered by
-/// `RUST_LOG` (default `info`), unless the program installed one already.
-/// [`run`](crate::run) calls it.
+use std::io::IsTerminal;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// The format `DISPATCHER_LOG_FORMAT` names (`text` or `json`, any
+    /// case); `Text` when unset. An unknown value is an error naming the
+    /// choices.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("DISPATCHER_LOG_FORMAT") {
+            Err(_) => Ok(LogFormat::Text),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!(
+                    "DISPATCHER_LOG_FORMAT={v:?} is not a log format; write text or json"
+                )),
+            },
+        }
+    }
+}
+
+/// Installs a `tracing` subscriber printing to stderr in the format
+/// `DISPATCHER_LOG_FORMAT` names, filtered by `RUST_LOG` (default
+/// `info`), unless the program installed one already. [`run`](crate::run)
+/// calls it.
 pub fn init() {
+    let format = LogFormat::from_env().unwrap_or_else(|e| {
+        eprintln!("{e}; logging as text");
+        LogFormat::Text
+    });
+    init_with(format);
+}
+
+/// Like [`init`], in `format`.
+pub fn init_with(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .try_init(),
+    };
 }

@@ -55,7 +55,8 @@ impl Publisher {
 
     /// Writes one record to `topic` (partitioned by `key`, or spread when
     /// there is none) and waits for the broker's acknowledgement. Returns
-    /// the partition and offset it was written at.
+    /// the partition and offset it was written at. With the `otel` feature
+    /// the record carries the handler's trace context in `traceparent`.
     pub async fn send(
         &self,
         topic: &str,
@@ -65,6 +66,17 @@ impl Publisher {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        let context = crate::telemetry::trace::current_context_headers();
+        if !context.is_empty() {
+            let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(context.len());
+            for (name, value) in &context {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            record = record.headers(headers);
         }
         match self.producer.send(record, QUEUE_TIMEOUT).await {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),

@@ -141,8 +141,25 @@ impl Dispatcher {
             )
             .await?;
         }
-        let client = self.client_config();
+        let health = Arc::new(crate::telemetry::health::Health::new(
+            stop.clone(),
+            self.groups.keys().cloned(),
+        ));
+        crate::telemetry::metrics::describe();
+        health.refresh();
+        let _server = match self.settings.metrics_address {
+            Some(address) => Some(crate::telemetry::server::start(address, health.clone()).await?),
+            None => None,
+        };
+        let mut client = self.client_config();
+        if self.settings.metrics_address.is_some()
+            && !self.settings.kafka.consumer_sets("statistics.interval.ms")
+        {
+            // Consumer lag comes from librdkafka's statistics.
+            client.set("statistics.interval.ms", "5000");
+        }
         let shared = RunShared {
+            health: health.clone(),
             rt: tokio::runtime::Handle::current(),
             global: Arc::new(Limit::new(self.settings.max_in_flight)),
             stop: stop.clone(),

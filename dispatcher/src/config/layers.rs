@@ -24,7 +24,7 @@ pub const DEFAULT_FILE: &str = "dispatcher.toml";
 pub(crate) type KeyPath = Vec<String>;
 
 /// The settings the environment sets directly, and their names there.
-const ENV_SETTINGS: [(&str, &str); 18] = [
+const ENV_SETTINGS: [(&str, &str); 20] = [
     ("KAFKA_BROKERS", "brokers"),
     ("KAFKA_GROUP_ID", "group_id"),
     ("KAFKA_CLIENT_ID", "client_id"),
@@ -43,6 +43,8 @@ const ENV_SETTINGS: [(&str, &str); 18] = [
     ("DISPATCHER_CREATE_TOPICS", "create_topics"),
     ("DISPATCHER_TOPIC_PARTITIONS", "topic_partitions"),
     ("DISPATCHER_TOPIC_REPLICATION", "topic_replication"),
+    ("DISPATCHER_METRICS_ADDRESS", "metrics_address"),
+    ("DISPATCHER_STALL_TIMEOUT", "stall_timeout"),
     ("DISPATCHER_BROKERS", "brokers"),
     ("DISPATCHER_GROUP_ID", "group_id"),
     ("DISPATCHER_CLIENT_ID", "client_id"),
@@ -149,8 +151,11 @@ impl Provider for Provided {
 
 /// A value from the environment: a number, a boolean, or text.
 fn typed(key: &str, raw: &str) -> Value {
-    let numeric =
-        !DURATION_KEYS.contains(&key) && !matches!(key, "brokers" | "group_id" | "client_id");
+    let numeric = !DURATION_KEYS.contains(&key)
+        && !matches!(
+            key,
+            "brokers" | "group_id" | "client_id" | "metrics_address"
+        );
     if numeric {
         if let Ok(n) = raw.trim().parse::<u64>() {
             return Value::from(n);

@@ -24,6 +24,8 @@ pub(crate) struct Model {
     pub(crate) create_topics: Option<bool>,
     pub(crate) topic_partitions: Option<u64>,
     pub(crate) topic_replication: Option<u64>,
+    pub(crate) metrics_address: Option<String>,
+    pub(crate) stall_timeout: Option<String>,
     #[serde(default)]
     pub(crate) kafka: KafkaTables,
     #[serde(default)]
@@ -31,11 +33,12 @@ pub(crate) struct Model {
 }
 
 /// The settings with a duration, written as `"10s"`.
-pub(crate) const DURATION_KEYS: [&str; 4] = [
+pub(crate) const DURATION_KEYS: [&str; 5] = [
     "commit_interval",
     "commit_timeout",
     "drain_timeout",
     "error_timeout",
+    "stall_timeout",
 ];
 
 /// librdkafka properties: for every client, for the consumers only, and for

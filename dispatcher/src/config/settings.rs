@@ -64,6 +64,11 @@ pub(crate) struct Settings {
     pub(crate) drain_timeout: Duration,
     pub(crate) error_timeout: Duration,
     pub(crate) topics: TopicSetup,
+    /// Where to serve metrics and health checks; `None`: no server.
+    pub(crate) metrics_address: Option<std::net::SocketAddr>,
+    /// How long a partition's oldest unfinished record may hold up its
+    /// commits before the partition counts as stalled.
+    pub(crate) stall_timeout: Duration,
     /// Handler tables by handler name, checked values only.
     pub(crate) handlers: BTreeMap<String, HandlerOverride>,
     pub(crate) dead_letter_retry: RetrySchedule,
@@ -270,10 +275,41 @@ pub(crate) fn validate(
             (ms(1_000), ms(86_400_000)),
         )?,
         topics,
+        metrics_address: match model.metrics_address {
+            None => None,
+            Some(a) => {
+                Some(metrics_address(&a).map_err(|reason| invalid("metrics_address", &a, reason))?)
+            }
+        },
+        stall_timeout: time(
+            "stall_timeout",
+            model.stall_timeout,
+            ms(60_000),
+            (ms(100), ms(86_400_000)),
+        )?,
         handlers,
         dead_letter_retry: retries.0.unwrap_or(DEFAULT_DEAD_LETTER_RETRY),
         commit_retry: retries.1.unwrap_or(DEFAULT_COMMIT_RETRY),
     })
+}
+
+/// The address of the metrics and health server: `host:port`, or a port
+/// alone for 127.0.0.1.
+fn metrics_address(text: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    match text.rsplit_once(':') {
+        Some(("localhost", port)) => port
+            .parse::<u16>()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| format!("{port:?} is not a port")),
+        _ => Err("expected an IP address and port such as \"127.0.0.1:9898\" (\"0.0.0.0:9898\" for every interface), or a port alone for 127.0.0.1".to_owned()),
+    }
 }
 
 /// The three property tables, checked: names librdkafka could know, and

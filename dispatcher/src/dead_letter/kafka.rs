@@ -70,9 +70,20 @@ impl KafkaDeadLetters {
                 msg.offset()
             )
         });
-        let mut out = OwnedHeaders::new_with_capacity(msg.headers().len() + 15);
+        // The trace context of the handler's span replaces the record's.
+        let context = crate::telemetry::trace::current_context_headers();
+        let mut out = OwnedHeaders::new_with_capacity(msg.headers().len() + 17);
+        for (key, value) in &context {
+            out = out.insert(KafkaHeader {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
         if body == Body::Whole {
             for h in msg.headers() {
+                if context.iter().any(|(name, _)| *name == h.name) {
+                    continue;
+                }
                 out = out.insert(KafkaHeader {
                     key: &h.name,
                     value: h.value.as_deref(),

@@ -3,6 +3,7 @@
 
 use super::commit::Committed;
 use super::partition::PartitionHandle;
+use crate::telemetry::metrics::PartitionGauges;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::ConsumerContext;
 use std::collections::HashMap;
@@ -32,6 +33,12 @@ pub(crate) struct AssignedPartition<C: ConsumerContext + 'static> {
     pub(crate) more: bool,
     /// What was stored for commit.
     pub(crate) committed: Committed,
+    /// The partition's gauges.
+    pub(crate) gauges: PartitionGauges,
+    /// The last offset committed (-1: none yet) and the last lag reported
+    /// by librdkafka's statistics (-1: unknown), for the gauges.
+    pub(crate) committed_offset: i64,
+    pub(crate) lag: i64,
 }
 
 /// The partitions assigned to a consumer now.

@@ -2,10 +2,13 @@
 //! how long a final commit may take.
 //!
 //! Every few milliseconds the poll loop stores each partition's watermark
-//! in librdkafka ([`Committer::store_progress`]); librdkafka's auto-commit
-//! sends the stored offsets every commit interval
-//! (`enable.auto.commit=true`, `enable.auto.offset.store=false`, both kept
-//! by the dispatcher). When partitions are revoked and at shutdown, their
+//! in librdkafka ([`Committer::store_progress`]); every commit interval,
+//! when a stored offset moved, it commits the stored offsets
+//! asynchronously ([`Committer::commit_due`]), one commit at a time, and
+//! times the answer (`enable.auto.commit=false`,
+//! `enable.auto.offset.store=false`, both kept by the dispatcher; the
+//! dispatcher commits itself so that it can measure commits). When
+//! partitions are revoked and at shutdown, their
 //! final watermarks are committed synchronously
 //! ([`Committer::commit_final`]), retrying only errors worth retrying, and
 //! giving up after the commit timeout: the records are then delivered
@@ -13,11 +16,13 @@
 
 use super::partition::PartitionShared;
 use crate::policy::RetrySchedule;
+use crate::telemetry::metrics::GroupMetrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Properties the dispatcher sets on every consumer because offset safety
@@ -31,14 +36,10 @@ pub(crate) const RESERVED: &[&str] = &[
 ];
 
 /// The consumer settings committing depends on.
-pub(crate) fn consumer_settings(commit_interval: Duration) -> [(&'static str, String); 3] {
+pub(crate) fn consumer_settings() -> [(&'static str, &'static str); 2] {
     [
-        ("enable.auto.commit", "true".to_owned()),
-        ("enable.auto.offset.store", "false".to_owned()),
-        (
-            "auto.commit.interval.ms",
-            commit_interval.as_millis().to_string(),
-        ),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
     ]
 }
 
@@ -72,19 +73,87 @@ pub(crate) struct Progress<'a> {
 #[derive(Debug)]
 pub(crate) struct Committer {
     group: String,
+    /// How often stored offsets are committed.
+    interval: Duration,
     /// The limit of a final commit.
     timeout: Duration,
     /// Retries of a final commit, within the timeout.
     retry: RetrySchedule,
+    periodic: Mutex<Periodic>,
+}
+
+/// The periodic commit's state (poll thread and commit callback).
+#[derive(Debug)]
+struct Periodic {
+    /// When the last periodic commit was sent.
+    last: Instant,
+    /// When the commit waiting for its answer was sent.
+    outstanding: Option<Instant>,
+    /// An offset was stored since the last commit was sent.
+    dirty: bool,
 }
 
 impl Committer {
-    pub(crate) fn new(group: String, timeout: Duration, retry: RetrySchedule) -> Self {
+    pub(crate) fn new(
+        group: String,
+        interval: Duration,
+        timeout: Duration,
+        retry: RetrySchedule,
+    ) -> Self {
         Committer {
             group,
+            interval,
             timeout,
             retry,
+            periodic: Mutex::new(Periodic {
+                last: Instant::now(),
+                outstanding: None,
+                dirty: false,
+            }),
         }
+    }
+
+    fn periodic(&self) -> std::sync::MutexGuard<'_, Periodic> {
+        self.periodic.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends the periodic commit of the stored offsets when it is due:
+    /// every commit interval, when an offset was stored since the last
+    /// one, and no earlier commit waits for its answer (one that waited
+    /// longer than the commit timeout no longer counts). The answer comes
+    /// to the consumer context's commit callback.
+    pub(crate) fn commit_due<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        now: Instant,
+        metrics: &GroupMetrics,
+    ) {
+        let mut p = self.periodic();
+        let waiting = p
+            .outstanding
+            .is_some_and(|sent| now.duration_since(sent) < self.timeout);
+        if !p.dirty || waiting || now.duration_since(p.last) < self.interval {
+            return;
+        }
+        p.last = now;
+        p.dirty = false;
+        match consumer.commit_consumer_state(CommitMode::Async) {
+            Ok(()) => p.outstanding = Some(now),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                metrics.commit_failures.increment(1);
+                tracing::warn!(group = %self.group, error = %e, "cannot send the periodic commit; the stored offsets are committed at the next interval");
+                p.dirty = true;
+            }
+        }
+    }
+
+    /// The periodic commit was answered: how long it took.
+    pub(crate) fn answered(&self) -> Option<Duration> {
+        self.periodic()
+            .outstanding
+            .take()
+            .map(|sent| sent.elapsed())
     }
 
     /// The offset a partition may commit now: its watermark or, when it
@@ -136,6 +205,7 @@ impl Committer {
             }
         }
         if store.count() > 0 {
+            self.periodic().dirty = true;
             if let Err(e) = consumer.store_offsets(&store) {
                 tracing::debug!(group = %self.group, error = %e, "cannot store offsets (partition no longer assigned?)");
             }
@@ -178,6 +248,7 @@ impl Committer {
         consumer: &Arc<BaseConsumer<C>>,
         offsets: TopicPartitionList,
         why: &'static str,
+        metrics: &GroupMetrics,
     ) -> bool {
         if offsets.count() == 0 {
             return true;
@@ -222,13 +293,23 @@ impl Committer {
             tracing::error!(group = %self.group, error = %e, why, "cannot start the commit thread; the records after the last committed offset will be delivered again");
             return false;
         }
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(())) => true,
+        let sent = Instant::now();
+        let answer = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        if answer.is_ok() {
+            metrics.commit_duration.record(sent.elapsed().as_secs_f64());
+        }
+        match answer {
+            Ok(Ok(())) => {
+                metrics.commits.increment(1);
+                true
+            }
             Ok(Err(e)) => {
+                metrics.commit_failures.increment(1);
                 tracing::error!(group = %self.group, error = %e, why, offsets = ?offsets, "could not commit; the records after the last committed offset will be delivered again (to this or another consumer)");
                 false
             }
             Err(_) => {
+                metrics.commit_failures.increment(1);
                 tracing::warn!(group = %self.group, timeout = ?self.timeout, why, offsets = ?offsets, "gave up waiting for the commit after the commit timeout (is the group coordinator down?); the records after the last committed offset will be delivered again");
                 false
             }

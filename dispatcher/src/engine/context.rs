@@ -12,10 +12,12 @@ use super::limit::Limit;
 use super::partition::{self, WorkerContext};
 use super::stop::Stop;
 use crate::client::ClientHooks;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::GroupMetrics;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::TopicPartitionList;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +36,7 @@ pub(crate) struct GroupOptions {
     pub(crate) partition_buffer_bytes: usize,
     pub(crate) drain_timeout: Duration,
     pub(crate) poll_batch: usize,
+    pub(crate) stall_timeout: Duration,
 }
 
 /// The consumer's context, shared by the poll loop and librdkafka's
@@ -47,6 +50,8 @@ pub(crate) struct GroupContext {
     pub(crate) waker: Arc<PollWaker>,
     pub(crate) committer: Committer,
     hooks: ClientHooks,
+    pub(crate) health: Arc<Health>,
+    pub(crate) metrics: GroupMetrics,
     /// The consumer this context belongs to, for what needs more than the
     /// reference a callback gets: splitting partition queues, and final
     /// commits on a thread of their own.
@@ -61,8 +66,11 @@ impl GroupContext {
         stop: Arc<Stop>,
         committer: Committer,
         hooks: ClientHooks,
+        health: Arc<Health>,
     ) -> Self {
         GroupContext {
+            metrics: GroupMetrics::new(&options.group),
+            health,
             options,
             assignment: Mutex::default(),
             rt,
@@ -108,6 +116,7 @@ impl ClientContext for GroupContext {
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
+        self.record_lag(statistics);
         self.hooks.statistics(statistics);
     }
 
@@ -134,7 +143,9 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(tpl) => {
                 let tps = partitions_of(tpl);
                 tracing::info!(group = %self.options.group, partitions = %list(&tps), "partitions assigned");
+                self.metrics.rebalance("assigned");
                 self.assign(&tps);
+                self.health.joined(&self.options.group);
             }
             Rebalance::Error(e) => {
                 tracing::error!(group = %self.options.group, error = %e, "rebalance error")
@@ -143,9 +154,19 @@ impl ConsumerContext for GroupContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Some(took) = self.committer.answered() {
+            self.metrics.commit_duration.record(took.as_secs_f64());
+        }
         match result {
-            Ok(()) => tracing::trace!(offsets = ?offsets, "offsets committed"),
+            Ok(()) => {
+                tracing::trace!(offsets = ?offsets, "offsets committed");
+                self.metrics.commits.increment(1);
+                self.committed(offsets);
+            }
+            // Nothing had moved since the last commit.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
+                self.metrics.commit_failures.increment(1);
                 tracing::warn!(group = %self.options.group, error = %e, "periodic commit failed; the stored offsets are committed again at the next interval")
             }
         }
@@ -186,6 +207,7 @@ impl GroupContext {
             if queue.is_none() {
                 tracing::warn!(topic = &**topic, partition, "cannot give the partition a queue of its own; its records arrive on the consumer queue");
             }
+            let gauges = self.metrics.partition(topic, *partition);
             let backlog = Backlog::new(
                 self.options.partition_buffer,
                 self.options.partition_buffer_bytes,
@@ -200,6 +222,9 @@ impl GroupContext {
                     global: self.global.clone(),
                     stop: self.stop.clone(),
                     drain_timeout: self.options.drain_timeout,
+                    health: self.health.clone(),
+                    stall_timeout: self.options.stall_timeout,
+                    gauges: gauges.clone(),
                 },
                 backlog,
             );
@@ -213,9 +238,15 @@ impl GroupContext {
                     ready,
                     more: false,
                     committed: Committed::default(),
+                    gauges,
+                    committed_offset: -1,
+                    lag: -1,
                 },
             );
         }
+        self.metrics
+            .assigned
+            .set(assignment.partitions.len() as f64);
         drop(assignment);
         self.waker.wake();
     }
@@ -236,6 +267,11 @@ impl GroupContext {
             return;
         }
         let lost = consumer.assignment_lost();
+        self.metrics
+            .rebalance(if lost { "lost" } else { "revoked" });
+        self.metrics
+            .assigned
+            .set(self.assignment().partitions.len() as f64);
         let names: Vec<TopicPartition> = removed
             .iter()
             .map(|p| (p.topic.clone(), p.partition))
@@ -262,11 +298,80 @@ impl GroupContext {
                 .committer
                 .final_offsets(removed.iter_mut().map(progress));
             match self.consumer() {
-                Some(c) => self.committer.commit_final(&c, offsets, why),
+                Some(c) => self.committer.commit_final(&c, offsets, why, &self.metrics),
                 None => false,
             }
         };
         tracing::info!(group = %self.options.group, partitions = %list(&names), why, lost, committed, "partitions drained");
+    }
+}
+
+impl GroupContext {
+    /// Notes committed offsets for the gauges.
+    fn committed(&self, offsets: &TopicPartitionList) {
+        let mut assignment = self.assignment();
+        for e in offsets.elements() {
+            let rdkafka::Offset::Offset(o) = e.offset() else {
+                continue;
+            };
+            if let Some(p) = assignment
+                .partitions
+                .get_mut(&(Arc::from(e.topic()), e.partition()))
+            {
+                p.committed_offset = o;
+                p.gauges.committed.set(o as f64);
+            }
+        }
+    }
+
+    /// Notes each assigned partition's consumer lag from librdkafka's
+    /// statistics, for the gauges.
+    fn record_lag(&self, statistics: &[u8]) {
+        let stats: rdkafka::Statistics = match serde_json::from_slice(statistics) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(group = %self.options.group, error = %e, "cannot read librdkafka's statistics");
+                return;
+            }
+        };
+        let mut assignment = self.assignment();
+        for (topic, t) in &stats.topics {
+            for p in t.partitions.values() {
+                if p.partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                if let Some(a) = assignment
+                    .partitions
+                    .get_mut(&(Arc::from(topic.as_str()), p.partition))
+                {
+                    a.lag = p.consumer_lag;
+                    a.gauges.lag.set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+
+    /// Sets the group's gauges, and the partitions' committed offset and
+    /// lag again so that they stay current.
+    pub(crate) fn refresh_gauges(&self) {
+        let assignment = self.assignment();
+        let paused = assignment
+            .partitions
+            .values()
+            .filter(|p| p.worker.shared.backlog.room().is_none())
+            .count();
+        self.metrics.paused.set(paused as f64);
+        self.metrics
+            .assigned
+            .set(assignment.partitions.len() as f64);
+        for p in assignment.partitions.values() {
+            if p.committed_offset >= 0 {
+                p.gauges.committed.set(p.committed_offset as f64);
+            }
+            if p.lag >= 0 {
+                p.gauges.lag.set(p.lag as f64);
+            }
+        }
     }
 }
 

@@ -9,12 +9,15 @@ use crate::handler::{HandlerError, HandlerFuture, HandlerSpec, HandlerTimeout};
 use crate::message::{KeyDisplay, Message};
 use crate::policy::Classification;
 use crate::state::{States, CURRENT};
+use crate::telemetry::metrics::RecordMetrics;
+use crate::telemetry::trace::record_span;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 /// Runs records through one handler with its policy, and hands the ones
 /// that fail for good to the dead-letter sink.
@@ -31,22 +34,29 @@ pub(crate) struct Executor {
     /// The application's states, for a handler that takes `State<T>`
     /// (`None` for the others: they start without the task-local).
     pub(crate) states: Option<Arc<States>>,
+    /// The series of this handler on this executor's topic.
+    pub(crate) metrics: RecordMetrics,
 }
 
 /// The first attempt of a record, as far as [`Executor::start`] got.
 pub(crate) enum FirstAttempt {
     /// It succeeded.
     Handled,
-    /// It failed (or panicked).
-    Failed(HandlerError),
-    /// It is waiting on something; finish it in a task.
-    Running(HandlerFuture<'static>),
+    /// It failed (or panicked), in this span.
+    Failed(HandlerError, Span),
+    /// It is waiting on something; finish it in a task, in this span. It
+    /// started at this instant.
+    Running(HandlerFuture<'static>, Span, quanta::Instant),
 }
 
 /// How a record ended.
 pub(crate) enum Finish {
-    /// Handled or dead-lettered: the offset may be committed.
-    Done,
+    /// Handled (`dead_lettered: false`) or dead-lettered: the offset may
+    /// be committed.
+    Done {
+        /// Whether the record went to the dead-letter topic.
+        dead_lettered: bool,
+    },
     /// Fatal: the offset must not be committed and the consumer stops.
     Fatal(HandlerError),
     /// Its partition stopped while it waited to retry: it is not finished,
@@ -65,9 +75,24 @@ impl Executor {
             .map_err(HandlerError::from_panic)
     }
 
-    /// Finishes an attempt already started: within the timeout, with a
-    /// panic turned into an error.
-    async fn finish_attempt(&self, call: HandlerFuture<'static>) -> Result<(), HandlerError> {
+    /// Finishes an attempt already started at `started`, in its span:
+    /// within the timeout, with a panic turned into an error.
+    async fn finish_attempt(
+        &self,
+        call: HandlerFuture<'static>,
+        span: &Span,
+        started: quanta::Instant,
+    ) -> Result<(), HandlerError> {
+        let result = self.within_limits(call).instrument(span.clone()).await;
+        self.metrics
+            .duration
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Runs an attempt within the timeout, with a panic turned into an
+    /// error.
+    async fn within_limits(&self, call: HandlerFuture<'static>) -> Result<(), HandlerError> {
         let call = AssertUnwindSafe(call).catch_unwind();
         let result = match self.spec.policy.timeout() {
             Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -83,22 +108,35 @@ impl Executor {
     /// handlers finish (or fail) right away, and then no task or allocation
     /// is needed for the record beyond the handler's own future.
     pub(crate) fn start(&self, msg: &Message) -> FirstAttempt {
-        let mut call = match self.call(msg) {
-            Ok(call) => call,
-            Err(e) => return FirstAttempt::Failed(e),
-        };
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        // The macro's code extracts the arguments, `State<T>` among them,
-        // in this first poll: the states are in scope for it.
-        let first_poll = || match &self.states {
-            Some(states) => CURRENT.sync_scope(states.clone(), || call.as_mut().poll(&mut cx)),
-            None => call.as_mut().poll(&mut cx),
-        };
-        match std::panic::catch_unwind(AssertUnwindSafe(first_poll)) {
-            Ok(Poll::Ready(Ok(()))) => FirstAttempt::Handled,
-            Ok(Poll::Ready(Err(e))) => FirstAttempt::Failed(e),
-            Err(panic) => FirstAttempt::Failed(HandlerError::from_panic(panic)),
-            Ok(Poll::Pending) => FirstAttempt::Running(call),
+        let span = record_span(msg, &self.name, &self.group, 1);
+        let started = quanta::Instant::now();
+        let polled = span.in_scope(|| {
+            let mut call = self.call(msg)?;
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            // The macro's code extracts the arguments, `State<T>` among
+            // them, in this first poll: the states are in scope for it.
+            let first_poll = || match &self.states {
+                Some(states) => CURRENT.sync_scope(states.clone(), || call.as_mut().poll(&mut cx)),
+                None => call.as_mut().poll(&mut cx),
+            };
+            match std::panic::catch_unwind(AssertUnwindSafe(first_poll)) {
+                Ok(Poll::Ready(Ok(()))) => Ok(None),
+                Ok(Poll::Ready(Err(e))) => Err(e),
+                Err(panic) => Err(HandlerError::from_panic(panic)),
+                Ok(Poll::Pending) => Ok(Some(call)),
+            }
+        });
+        match polled {
+            Ok(Some(call)) => FirstAttempt::Running(call, span, started),
+            done => {
+                self.metrics
+                    .duration
+                    .record(started.elapsed().as_secs_f64());
+                match done {
+                    Err(e) => FirstAttempt::Failed(e, span),
+                    _ => FirstAttempt::Handled,
+                }
+            }
         }
     }
 
@@ -116,26 +154,32 @@ impl Executor {
         first: FirstAttempt,
         stop: &CancellationToken,
     ) -> Finish {
-        let result = match first {
-            FirstAttempt::Handled => Ok(()),
-            FirstAttempt::Failed(e) => Err(e),
-            FirstAttempt::Running(call) => self.finish_attempt(call).await,
+        let (result, span) = match first {
+            FirstAttempt::Handled => (Ok(()), Span::none()),
+            FirstAttempt::Failed(e, span) => (Err(e), span),
+            FirstAttempt::Running(call, span, started) => {
+                (self.finish_attempt(call, &span, started).await, span)
+            }
         };
         match result {
             Ok(()) => {
                 self.handled(msg, 1);
-                Finish::Done
+                Finish::Done {
+                    dead_lettered: false,
+                }
             }
-            Err(error) => Box::pin(self.after_failure(msg, error, stop)).await,
+            Err(error) => Box::pin(self.after_failure(msg, error, span, stop)).await,
         }
     }
 
-    /// The rest of a record's life once an attempt failed: classification,
-    /// retries after backoff, the dead letter.
+    /// The rest of a record's life once an attempt (in `span`) failed:
+    /// classification, retries after backoff, the dead letter (written in
+    /// the span of the last attempt, so it carries its trace context).
     async fn after_failure(
         &self,
         msg: &Message,
         mut error: HandlerError,
+        mut span: Span,
         stop: &CancellationToken,
     ) -> Finish {
         let policy = &self.spec.policy;
@@ -172,9 +216,11 @@ impl Executor {
                     let Some(delay) = policy.retry_schedule().delay_before(attempt) else {
                         return self
                             .dead_letter(msg, &error, "retries-exhausted", attempt, first, now)
+                            .instrument(span)
                             .await;
                     };
                     tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempt, max_attempts = policy.max_attempts(), retry_in = ?delay, error = %error.chain_message(), "retryable error; retrying after backoff");
+                    self.metrics.retries.increment(1);
                     self.emit(
                         msg,
                         Outcome::Retrying {
@@ -194,19 +240,23 @@ impl Executor {
                         () = tokio::time::sleep(delay) => {}
                     }
                     attempt += 1;
-                    let result = match (self.call(msg), &self.states) {
+                    span = record_span(msg, &self.name, &self.group, attempt);
+                    let started = quanta::Instant::now();
+                    let result = match (span.in_scope(|| self.call(msg)), &self.states) {
                         (Ok(call), Some(states)) => {
                             CURRENT
-                                .scope(states.clone(), self.finish_attempt(call))
+                                .scope(states.clone(), self.finish_attempt(call, &span, started))
                                 .await
                         }
-                        (Ok(call), None) => self.finish_attempt(call).await,
+                        (Ok(call), None) => self.finish_attempt(call, &span, started).await,
                         (Err(e), _) => Err(e),
                     };
                     match result {
                         Ok(()) => {
                             self.handled(msg, attempt);
-                            return Finish::Done;
+                            return Finish::Done {
+                                dead_lettered: false,
+                            };
                         }
                         Err(e) => error = e,
                     }
@@ -219,6 +269,7 @@ impl Executor {
                     };
                     return self
                         .dead_letter(msg, &error, reason, attempt, first, now)
+                        .instrument(span)
                         .await;
                 }
             }
@@ -339,6 +390,7 @@ mod tests {
             dead_letters: sink,
             group: Arc::from("g"),
             states: None,
+            metrics: crate::telemetry::metrics::RecordMetrics::none(),
         };
         (rt, handler)
     }
@@ -366,7 +418,7 @@ mod tests {
             .with_max_attempts(3)
             .with_backoff(Backoff::Fixed(Duration::from_millis(100)));
         let (rt, h) = runtime(vec![Step::Io, Step::Io, Step::Ok], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         assert_eq!(gaps(h), vec![Duration::from_millis(100); 2]);
         assert!(sink.letters.lock().expect("lock").is_empty());
     }
@@ -385,7 +437,7 @@ mod tests {
             Policy::DEFAULT.with_max_attempts(4).with_backoff(backoff),
             sink.clone(),
         );
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         assert_eq!(
             gaps(h),
             vec![
@@ -404,7 +456,7 @@ mod tests {
     async fn non_retryable_errors_are_dead_lettered_at_once() {
         let sink = Arc::new(Sink::default());
         let (rt, h) = runtime(vec![Step::Other], Policy::DEFAULT, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         assert_eq!(h.calls.lock().expect("lock").len(), 1);
         assert_eq!(
             *sink.letters.lock().expect("lock"),
@@ -427,7 +479,7 @@ mod tests {
     async fn panics_are_caught_and_dead_lettered() {
         let sink = Arc::new(Sink::default());
         let (rt, _) = runtime(vec![Step::Panic], Policy::DEFAULT, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         assert_eq!(
             *sink.letters.lock().expect("lock"),
             vec![("t.DLT".to_owned(), "not-retryable", "panic", 1)]
@@ -440,10 +492,10 @@ mod tests {
         let policy = Policy::DEFAULT.with_backoff(Backoff::Fixed(Duration::from_millis(10)));
         // First attempt: panics inside `call`; it is not retryable.
         let (rt, _) = runtime(vec![Step::PanicInCall], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         // A retry whose `call` panics: same outcome, after two attempts.
         let (rt, h) = runtime(vec![Step::Io, Step::PanicInCall], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         assert_eq!(h.calls.lock().expect("lock").len(), 2);
         assert_eq!(
             *sink.letters.lock().expect("lock"),
@@ -460,7 +512,7 @@ mod tests {
         let (mut rt, _) = runtime(vec![Step::Io, Step::Ok], Policy::DEFAULT, sink.clone());
         let listener: EventListener = Arc::new(|_: &RecordEvent| panic!("listener bug"));
         rt.listeners = Arc::from(vec![listener]);
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         assert!(sink.letters.lock().expect("lock").is_empty());
     }
 
@@ -471,7 +523,7 @@ mod tests {
             .with_timeout(Duration::from_secs(1))
             .with_backoff(Backoff::Fixed(Duration::from_millis(10)));
         let (rt, h) = runtime(vec![Step::Hang, Step::Ok], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done));
+        assert!(matches!(run(&rt).await, Finish::Done { .. }));
         assert_eq!(gaps(h), vec![Duration::from_millis(1010)]);
         assert!(sink.letters.lock().expect("lock").is_empty());
     }

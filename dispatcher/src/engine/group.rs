@@ -13,6 +13,7 @@ use crate::dead_letter::{DeadLetterSink, KafkaDeadLetters};
 use crate::error::{Error, Result};
 use crate::event::EventListener;
 use crate::handler::HandlerSpec;
+use crate::telemetry::metrics::RecordMetrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
@@ -29,6 +30,8 @@ pub(crate) struct RunShared {
     pub(crate) hooks: ClientHooks,
     /// What `State<T>` arguments read.
     pub(crate) states: Arc<crate::state::States>,
+    /// Readiness, which groups and partitions report to.
+    pub(crate) health: Arc<crate::telemetry::health::Health>,
 }
 
 /// Librdkafka settings the dispatcher picks unless the configuration says
@@ -93,17 +96,23 @@ pub(crate) fn start(
     let group_name: Arc<str> = Arc::from(group);
     let mut executors = HashMap::new();
     for spec in specs {
-        let executor = Arc::new(Executor {
-            spec: *spec,
-            name: Arc::from(spec.qualified_name()),
-            concurrency: spec.policy.concurrency().map(|n| Arc::new(Limit::new(n))),
-            listeners: shared.listeners.clone(),
-            dead_letters: dead_letters.clone(),
-            group: group_name.clone(),
-            states: (!spec.states.is_empty()).then(|| shared.states.clone()),
-        });
+        let name: Arc<str> = Arc::from(spec.qualified_name());
+        let concurrency = spec.policy.concurrency().map(|n| Arc::new(Limit::new(n)));
+        // One executor per topic, for the topic's series; the handler's
+        // concurrency limit is shared by all of them.
         for t in spec.topics {
-            executors.insert(Arc::from(*t), executor.clone());
+            let topic: Arc<str> = Arc::from(*t);
+            let executor = Arc::new(Executor {
+                spec: *spec,
+                name: name.clone(),
+                concurrency: concurrency.clone(),
+                listeners: shared.listeners.clone(),
+                dead_letters: dead_letters.clone(),
+                group: group_name.clone(),
+                states: (!spec.states.is_empty()).then(|| shared.states.clone()),
+                metrics: RecordMetrics::new(&topic, &name),
+            });
+            executors.insert(topic, executor);
         }
     }
     let topics: Vec<&str> = specs
@@ -112,7 +121,7 @@ pub(crate) fn start(
         .collect();
     let mut config = client.clone();
     config.set("group.id", group);
-    for (k, v) in commit::consumer_settings(settings.commit_interval) {
+    for (k, v) in commit::consumer_settings() {
         config.set(k, v);
     }
     for (k, v) in CONSUMER_DEFAULTS {
@@ -131,16 +140,19 @@ pub(crate) fn start(
             partition_buffer_bytes: settings.partition_buffer_bytes,
             drain_timeout: settings.drain_timeout,
             poll_batch: settings.poll_batch,
+            stall_timeout: settings.stall_timeout,
         },
         shared.rt.clone(),
         shared.global.clone(),
         shared.stop.clone(),
         Committer::new(
             group.to_owned(),
+            settings.commit_interval,
             settings.commit_timeout,
             settings.commit_retry,
         ),
         shared.hooks.clone(),
+        shared.health.clone(),
     );
     let mut consumer: GroupConsumer = config
         .create_with_context(context)

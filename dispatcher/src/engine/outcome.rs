@@ -90,6 +90,7 @@ impl Executor {
             Ok(()) => {
                 // An expected outcome of the policy, not a failure of ours.
                 tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempts, reason, dead_letter_topic = %topic, error = %dl.error_chain, "record sent to the dead-letter topic");
+                self.metrics.dead_letter_writes.increment(1);
                 self.emit(
                     msg,
                     Outcome::DeadLettered {
@@ -98,9 +99,12 @@ impl Executor {
                         dead_letter_topic: topic.clone(),
                     },
                 );
-                Finish::Done
+                Finish::Done {
+                    dead_lettered: true,
+                }
             }
             Err(e) => {
+                self.metrics.dead_letter_failures.increment(1);
                 tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, dead_letter_topic = %topic, error = %e, "cannot write the dead letter; stopping so the record is not lost");
                 let error = HandlerError::new(DeadLetterWriteFailed {
                     topic: topic.clone(),
@@ -181,13 +185,14 @@ mod tests {
             dead_letters: sink.clone(),
             group: Arc::from("g"),
             states: None,
+            metrics: crate::telemetry::metrics::RecordMetrics::none(),
         };
         let msg = Message::new("orders", 0, 3).with_payload(r#"{"id": 1, "amount": "#);
         let first = executor.start(&msg);
         let finish = executor
             .process(&msg, first, &CancellationToken::new())
             .await;
-        assert!(matches!(finish, Finish::Done));
+        assert!(matches!(finish, Finish::Done { .. }));
         let letters = sink.0.lock().expect("lock").clone();
         assert_eq!(
             letters,

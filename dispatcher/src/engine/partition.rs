@@ -9,15 +9,24 @@ use super::stop::Stop;
 use super::tracker::{OffsetTracker, Tracked};
 use crate::error::{Error, FatalError};
 use crate::message::{KeyDisplay, Message};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::PartitionGauges;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering as AtomicOrdering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// How often a worker measures the age of its oldest unfinished record
+/// (more often when the stall timeout is under two seconds).
+const STALL_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What a partition's worker publishes for the poll thread.
 #[derive(Debug)]
@@ -54,6 +63,13 @@ pub(crate) struct WorkerContext {
     pub(crate) global: Arc<Limit>,
     pub(crate) stop: Arc<Stop>,
     pub(crate) drain_timeout: Duration,
+    /// Where a stall of this partition is reported.
+    pub(crate) health: Arc<Health>,
+    /// How long the oldest unfinished record may hold up commits before
+    /// the partition counts as stalled.
+    pub(crate) stall_timeout: Duration,
+    /// The partition's gauges.
+    pub(crate) gauges: PartitionGauges,
 }
 
 /// Starts the worker of `topic`/`partition` on the runtime.
@@ -91,6 +107,9 @@ pub(crate) fn spawn(
         halted: false,
         slots,
         scope,
+        counts: Counts::default(),
+        head: None,
+        stalled: false,
     };
     rt.spawn(worker.run(rx, exit_tx));
     PartitionHandle {
@@ -121,7 +140,35 @@ impl Drop for StopIfUnwinding {
     }
 }
 
-type Running = FuturesUnordered<BoxFuture<'static, (Message, Finish)>>;
+type Running = FuturesUnordered<InFlight>;
+
+/// A record whose handler is waiting on something, with what a stall
+/// warning names.
+struct InFlight {
+    offset: i64,
+    key: Option<Bytes>,
+    record: BoxFuture<'static, (Message, Finish)>,
+}
+
+impl std::future::Future for InFlight {
+    type Output = (Message, Finish);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.record.as_mut().poll(cx)
+    }
+}
+
+/// Records counted since the metrics were last updated: the worker adds
+/// up locally and updates the shared series once per pass.
+#[derive(Default)]
+struct Counts {
+    received: u64,
+    handled: u64,
+    dead_lettered: u64,
+    /// Records that left without finishing (dropped or abandoned), or
+    /// finished fatal.
+    left: u64,
+}
 
 /// What the future of a record that waits needs from its worker.
 struct RecordScope {
@@ -147,12 +194,18 @@ struct Worker {
     slots: Slots,
     /// The executor and the partition's stop signal.
     scope: Arc<RecordScope>,
+    counts: Counts,
+    /// The oldest unfinished offset, and when it was first seen so.
+    head: Option<(i64, std::time::Instant)>,
+    /// Whether the partition is reported stalled.
+    stalled: bool,
 }
 
 impl Worker {
     /// Tracks the records of a batch and starts those that may start: a
     /// record whose lane is free and for which a slot is free runs at once.
     fn enqueue(&mut self, batch: Vec<Message>, running: &mut Running) {
+        self.counts.received += batch.len() as u64;
         for mut msg in batch {
             if let Tracked::Rewound { last } = self.tracker.track(msg.offset(), msg.size()) {
                 self.rewound(&msg, last);
@@ -186,8 +239,8 @@ impl Worker {
             committable = ?self.tracker.committable(),
             "the consumer rewound within an assignment (log truncation or offset reset): records from this offset on are handled as new, and nothing is committed past one not yet handled"
         );
+        self.counts.left += (self.ready.len() + self.lanes.clear()) as u64;
         self.ready.clear();
-        self.lanes.clear();
         self.shared.committable.store(
             self.tracker.committable().unwrap_or(-1),
             AtomicOrdering::Release,
@@ -213,7 +266,13 @@ impl Worker {
         if let FirstAttempt::Handled = first {
             // The fast path: no lane was needed, no task, no allocation.
             self.scope.executor.handled(&msg, 1);
-            self.complete(msg, Finish::Done, lane_open);
+            self.complete(
+                msg,
+                Finish::Done {
+                    dead_lettered: false,
+                },
+                lane_open,
+            );
             return;
         }
         let lane = if lane_open {
@@ -221,6 +280,7 @@ impl Worker {
         } else {
             self.lanes.id(&msg)
         };
+        let (msg_offset, msg_key) = (msg.offset(), msg.key_bytes().cloned());
         let scope = self.scope.clone();
         let mut record: BoxFuture<'static, (Message, Finish)> = Box::pin(async move {
             let finish = scope.executor.process(&msg, first, &scope.stop).await;
@@ -237,7 +297,11 @@ impl Worker {
             }
             None => {
                 self.lanes.open(lane);
-                running.push(record);
+                running.push(InFlight {
+                    offset: msg_offset,
+                    key: msg_key,
+                    record,
+                });
             }
         }
     }
@@ -246,7 +310,12 @@ impl Worker {
     fn complete(&mut self, msg: Message, finish: Finish, lane_open: bool) {
         self.slots.give_back(1);
         match finish {
-            Finish::Done => {
+            Finish::Done { dead_lettered } => {
+                if dead_lettered {
+                    self.counts.dead_lettered += 1;
+                } else {
+                    self.counts.handled += 1;
+                }
                 if let Some(next) = self.tracker.finish(msg.offset(), msg.generation) {
                     self.shared.committable.store(next, AtomicOrdering::Release);
                 }
@@ -257,8 +326,10 @@ impl Worker {
                 }
             }
             // The partition is stopping: the record stays unfinished.
-            Finish::Abandoned => {}
+            Finish::Abandoned => self.counts.left += 1,
             Finish::Fatal(error) => {
+                self.counts.left += 1;
+                self.scope.executor.metrics.fatal.increment(1);
                 // The record stays unfinished, so the watermark stays below
                 // it, and its lane stays blocked. It also stays in the
                 // backlog: the partition never looks idle, so the committer
@@ -279,8 +350,93 @@ impl Worker {
     /// Drops every record not yet started; they stay unfinished in the
     /// tracker, so nothing after them is committed.
     fn drop_queued(&mut self) {
+        self.counts.left += (self.ready.len() + self.lanes.clear()) as u64;
         self.ready.clear();
-        self.lanes.clear();
+    }
+
+    /// Updates the shared series with what was counted since last time.
+    fn flush_counts(&mut self) {
+        let c = std::mem::take(&mut self.counts);
+        let m = &self.scope.executor.metrics;
+        if c.received > 0 {
+            m.received.increment(c.received);
+            m.in_flight.increment(c.received as f64);
+        }
+        if c.handled > 0 {
+            m.handled.increment(c.handled);
+        }
+        if c.dead_lettered > 0 {
+            m.dead_lettered.increment(c.dead_lettered);
+        }
+        let gone = c.handled + c.dead_lettered + c.left;
+        if gone > 0 {
+            m.in_flight.decrement(gone as f64);
+        }
+    }
+
+    /// Measures how long the oldest unfinished record has held up the
+    /// partition's commits, and reports a stall (or its end).
+    fn check_stall(&mut self, running: &Running) {
+        let now = std::time::Instant::now();
+        let Some(offset) = self.tracker.oldest_unfinished() else {
+            self.head = None;
+            self.cx.gauges.oldest_age.set(0.0);
+            self.recover("it holds no unfinished record");
+            return;
+        };
+        let since = match self.head {
+            Some((o, since)) if o == offset => since,
+            _ => {
+                if self.stalled {
+                    self.recover("its oldest unfinished record finished");
+                }
+                self.head = Some((offset, now));
+                now
+            }
+        };
+        let age = now.duration_since(since);
+        self.cx.gauges.oldest_age.set(age.as_secs_f64());
+        if age < self.cx.stall_timeout {
+            return;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            self.cx.gauges.stalled.set(1.0);
+            let (key, state) = match running.iter().find(|r| r.offset == offset) {
+                Some(r) => (r.key.as_deref(), "its handler is running or waiting to retry"),
+                None => match self.ready.iter().find(|m| m.offset() == offset) {
+                    Some(m) => (m.key(), "it waits for an in-flight slot (max_in_flight or the handler's concurrency)"),
+                    None if self.halted => (None, "a fatal error stopped the partition"),
+                    None => (None, "it waits behind another record"),
+                },
+            };
+            tracing::warn!(
+                topic = &*self.topic,
+                partition = self.partition,
+                offset,
+                key = %KeyDisplay(key),
+                handler = &*self.cx.executor.name,
+                age = ?age,
+                stall_timeout = ?self.cx.stall_timeout,
+                "partition stalled: its oldest unfinished record holds up its commits ({state}); readiness is off until it moves"
+            );
+        }
+        self.cx.health.stalled(&self.topic, self.partition, age);
+    }
+
+    /// Ends a stall, if one was reported.
+    fn recover(&mut self, why: &str) {
+        if self.stalled {
+            self.stalled = false;
+            self.cx.gauges.stalled.set(0.0);
+            self.cx.health.recovered(&self.topic, self.partition);
+            tracing::info!(
+                topic = &*self.topic,
+                partition = self.partition,
+                handler = &*self.cx.executor.name,
+                "partition no longer stalled: {why}"
+            );
+        }
     }
 
     /// Gives the backlog what left the tracker since the last time.
@@ -305,6 +461,9 @@ impl Worker {
         let mut stopping = false;
         let drain = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain);
+        let mut stall_check =
+            tokio::time::interval(STALL_CHECK_EVERY.min(self.cx.stall_timeout / 2));
+        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             while !self.halted && !stopping && waiting.is_none() && !self.ready.is_empty() {
                 if self.slots.try_take() {
@@ -314,6 +473,7 @@ impl Worker {
                 }
             }
             self.release_backlog();
+            self.flush_counts();
             if stopping && running.is_empty() {
                 break;
             }
@@ -343,6 +503,7 @@ impl Worker {
                         drain.as_mut().reset(tokio::time::Instant::now() + self.cx.drain_timeout);
                     }
                 },
+                _ = stall_check.tick() => self.check_stall(&running),
                 () = &mut drain, if stopping => {
                     tracing::warn!(topic = &*self.topic, partition = self.partition, abandoned = running.len(), drain_timeout = ?self.cx.drain_timeout, "drain timed out; the unfinished records are not committed and will be delivered again");
                     break;
@@ -353,8 +514,12 @@ impl Worker {
         // and so do the spare ones: the global cap must not shrink with
         // every rebalance.
         self.slots.give_back(running.len());
+        self.counts.left += running.len() as u64;
         drop(running);
         self.slots.give_back_spare();
+        self.flush_counts();
+        self.recover("it was revoked");
+        self.cx.gauges.oldest_age.set(0.0);
         tracing::debug!(
             topic = &*self.topic,
             partition = self.partition,

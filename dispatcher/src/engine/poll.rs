@@ -25,6 +25,9 @@ const POSITION_CHECK_EVERY: Duration = Duration::from_millis(200);
 /// workers wake it earlier when there is.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 
+/// How often the group's gauges are set.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
 /// Events taken from the consumer queue per pass.
 const EVENTS_PER_PASS: usize = 64;
 
@@ -41,6 +44,7 @@ pub(crate) fn run(
     let mut errors = ErrorWatch::new(ctx.options.group.clone(), error_timeout);
     let mut last_maintain = Instant::now();
     let mut last_position_check = Instant::now();
+    let mut last_gauges = Instant::now();
     while !stop.is_stopping() {
         let mut busy = false;
         let mut failures: Vec<KafkaError> = Vec::new();
@@ -76,8 +80,13 @@ pub(crate) fn run(
             if check_positions {
                 last_position_check = now;
             }
+            ctx.committer.commit_due(&consumer, now, &ctx.metrics);
             if let Some(stuck) = errors.check(now) {
                 stop.fatal(stuck);
+            }
+            if now.duration_since(last_gauges) >= GAUGES_EVERY {
+                ctx.refresh_gauges();
+                last_gauges = now;
             }
             last_maintain = now;
         }

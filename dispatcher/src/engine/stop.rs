@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Stop {
     token: CancellationToken,
     error: Mutex<Option<Error>>,
+    /// Set with the first error, and never cleared (`error` is taken).
+    fatal_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Stop {
@@ -19,6 +21,7 @@ impl Stop {
         Stop {
             token,
             error: Mutex::new(None),
+            fatal_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -32,12 +35,19 @@ impl Stop {
         self.token.is_cancelled()
     }
 
+    /// Whether a fatal error stopped the run.
+    pub(crate) fn has_error(&self) -> bool {
+        self.fatal_seen.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Stops the run with `error`; the first error wins.
     pub(crate) fn fatal(&self, error: Error) {
         let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
             *slot = Some(error);
         }
+        self.fatal_seen
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(slot);
         self.token.cancel();
     }

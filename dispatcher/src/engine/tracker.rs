@@ -82,6 +82,11 @@ impl OffsetTracker {
         tracked
     }
 
+    /// The offset of the oldest record tracked and not finished.
+    pub(crate) fn oldest_unfinished(&self) -> Option<i64> {
+        self.pending.front().map(|e| e.offset)
+    }
+
     /// The current generation: a record is finished with the generation
     /// it was tracked in.
     pub(crate) fn generation(&self) -> u32 {

@@ -6,6 +6,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterSink, SinkError};
 use crate::engine::backlog::PollWaker;
 use crate::handler::{Handler, HandlerError, HandlerFuture, HandlerPanic, HandlerSpec};
 use crate::policy::{Classification, Classify, Policy};
+use crate::telemetry::metrics::PartitionGauges;
 use std::sync::Mutex;
 
 /// Finishes records at once, except those with key "slow", which wait
@@ -77,10 +78,14 @@ fn context_for(global: Arc<Limit>, handler: &'static dyn Handler, policy: Policy
             dead_letters: Arc::new(NoSink),
             group: Arc::from("g"),
             states: None,
+            metrics: crate::telemetry::metrics::RecordMetrics::none(),
         }),
         global,
         stop: Arc::new(Stop::default()),
         drain_timeout: Duration::from_millis(50),
+        health: Arc::new(Health::new(Arc::new(Stop::default()), [])),
+        stall_timeout: Duration::from_secs(3600),
+        gauges: PartitionGauges::none(),
     }
 }
 
@@ -246,6 +251,9 @@ async fn a_handler_at_its_own_limit_does_not_take_global_slots_from_others() {
             global: global.clone(),
             stop: a_cx.stop.clone(),
             drain_timeout: a_cx.drain_timeout,
+            health: a_cx.health.clone(),
+            stall_timeout: a_cx.stall_timeout,
+            gauges: PartitionGauges::none(),
         };
         let handle = start(cx, p);
         hand_over(&handle, vec![Message::new("t", p, 0).with_key("slow")]);
@@ -271,4 +279,48 @@ async fn a_handler_at_its_own_limit_does_not_take_global_slots_from_others() {
     }
     stop_and_wait(b_handle).await;
     assert_eq!(global.used(), 0);
+}
+
+/// Holds every record until the gate opens.
+struct Gated {
+    gate: &'static tokio::sync::Notify,
+    open: &'static std::sync::atomic::AtomicBool,
+}
+
+impl Handler for Gated {
+    fn call(&self, _msg: Message) -> HandlerFuture<'static> {
+        let (gate, open) = (self.gate, self.open);
+        Box::pin(async move {
+            while !open.load(AtomicOrdering::Acquire) {
+                gate.notified().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_holds_up_commits_past_the_stall_timeout_turns_readiness_off_until_it_finishes(
+) {
+    let gate: &'static tokio::sync::Notify = Box::leak(Box::new(tokio::sync::Notify::new()));
+    let open: &'static std::sync::atomic::AtomicBool =
+        Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    let handler: &'static Gated = Box::leak(Box::new(Gated { gate, open }));
+    let mut cx = context_for(Arc::new(Limit::new(100)), handler, Policy::DEFAULT);
+    cx.stall_timeout = Duration::from_millis(200);
+    let health = Arc::new(Health::new(Arc::new(Stop::default()), []));
+    cx.health = health.clone();
+    let handle = start(cx, 7);
+    hand_over(&handle, vec![Message::new("t", 7, 41).with_key("k-41")]);
+    wait_for("the partition to count as stalled", || {
+        !health.readiness().ready
+    })
+    .await;
+    let why = health.readiness().detail;
+    assert!(why.contains("t[7] stalled"), "{why}");
+    open.store(true, AtomicOrdering::Release);
+    gate.notify_one();
+    wait_for("the record to finish", || committable(&handle) == 42).await;
+    wait_for("readiness to come back", || health.readiness().ready).await;
+    stop_and_wait(handle).await;
 }
