@@ -35,9 +35,8 @@ pub(crate) struct AssignedPartition<C: ConsumerContext + 'static> {
     pub(crate) committed: Committed,
     /// The partition's gauges.
     pub(crate) gauges: PartitionGauges,
-    /// The last offset committed (-1: none yet) and the last lag reported
-    /// by librdkafka's statistics (-1: unknown), for the gauges.
-    pub(crate) committed_offset: i64,
+    /// The last lag librdkafka's statistics reported (-1: unknown), for
+    /// the gauge.
     pub(crate) lag: i64,
 }
 

@@ -3,17 +3,19 @@
 //!
 //! Every few milliseconds the poll loop stores each partition's watermark
 //! in librdkafka ([`Committer::store_progress`]); every commit interval,
-//! when a stored offset moved, it commits the stored offsets
-//! asynchronously ([`Committer::commit_due`]), one commit at a time, and
-//! times the answer (`enable.auto.commit=false`,
-//! `enable.auto.offset.store=false`, both kept by the dispatcher; the
-//! dispatcher commits itself so that it can measure commits). When
-//! partitions are revoked and at shutdown, their
+//! when a stored offset moved, it commits the stored offsets on a thread
+//! of its own ([`Committer::commit_due`]), one commit at a time, and reads
+//! the answer on a later pass: how long it took, and what is committed
+//! now (`enable.auto.commit=false`, `enable.auto.offset.store=false`, both
+//! kept by the dispatcher: librdkafka tells the application neither how
+//! long its own periodic commits take nor how asynchronous manual commits
+//! end). When partitions are revoked and at shutdown, their
 //! final watermarks are committed synchronously
 //! ([`Committer::commit_final`]), retrying only errors worth retrying, and
 //! giving up after the commit timeout: the records are then delivered
 //! again, never lost.
 
+use super::assignment::Assignment;
 use super::partition::PartitionShared;
 use crate::policy::RetrySchedule;
 use crate::telemetry::metrics::GroupMetrics;
@@ -22,7 +24,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{mpsc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Properties the dispatcher sets on every consumer because offset safety
@@ -50,6 +52,8 @@ pub(crate) struct Committed {
     stored: i64,
     /// The worker's rewind count when it was stored.
     rewinds_seen: u32,
+    /// The offset last committed by a periodic commit; -1 for none.
+    pub(crate) acked: i64,
 }
 
 impl Default for Committed {
@@ -57,6 +61,7 @@ impl Default for Committed {
         Committed {
             stored: -1,
             rewinds_seen: 0,
+            acked: -1,
         }
     }
 }
@@ -82,15 +87,31 @@ pub(crate) struct Committer {
     periodic: Mutex<Periodic>,
 }
 
-/// The periodic commit's state (poll thread and commit callback).
+/// The periodic commit's state.
 #[derive(Debug)]
 struct Periodic {
     /// When the last periodic commit was sent.
     last: Instant,
-    /// When the commit waiting for its answer was sent.
-    outstanding: Option<Instant>,
+    /// The answer of the commit in flight.
+    outstanding: Option<mpsc::Receiver<Answer>>,
     /// An offset was stored since the last commit was sent.
     dirty: bool,
+}
+
+/// The answer to a periodic commit.
+struct Answer {
+    offsets: TopicPartitionList,
+    took: Duration,
+    result: Result<(), KafkaError>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("took", &self.took)
+            .field("result", &self.result)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Committer {
@@ -117,43 +138,102 @@ impl Committer {
         self.periodic.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends the periodic commit of the stored offsets when it is due:
-    /// every commit interval, when an offset was stored since the last
-    /// one, and no earlier commit waits for its answer (one that waited
-    /// longer than the commit timeout no longer counts). The answer comes
-    /// to the consumer context's commit callback.
-    pub(crate) fn commit_due<C: ConsumerContext>(
+    /// Takes the answer of the periodic commit in flight, if it came, and
+    /// sends the next one when it is due: every commit interval, when an
+    /// offset was stored since the last one, one commit at a time. The
+    /// commit runs on a thread of its own, so a slow coordinator never
+    /// holds up the poll loop; librdkafka sends commits to the coordinator
+    /// in the order they are made, so this one never lands after a later
+    /// final commit of the same partition.
+    pub(crate) fn commit_due<C: ConsumerContext + 'static>(
         &self,
-        consumer: &BaseConsumer<C>,
+        consumer: &Arc<BaseConsumer<C>>,
+        assignment: &mut Assignment<C>,
         now: Instant,
         metrics: &GroupMetrics,
     ) {
         let mut p = self.periodic();
-        let waiting = p
-            .outstanding
-            .is_some_and(|sent| now.duration_since(sent) < self.timeout);
-        if !p.dirty || waiting || now.duration_since(p.last) < self.interval {
+        if let Some(rx) = &p.outstanding {
+            match rx.try_recv() {
+                Ok(answer) => {
+                    p.outstanding = None;
+                    if answer.result.is_err() {
+                        // What it would have committed is committed next time.
+                        p.dirty = true;
+                    }
+                    self.answered(answer, assignment, metrics);
+                }
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => p.outstanding = None,
+            }
+        }
+        if !p.dirty || now.duration_since(p.last) < self.interval {
             return;
         }
         p.last = now;
         p.dirty = false;
-        match consumer.commit_consumer_state(CommitMode::Async) {
-            Ok(()) => p.outstanding = Some(now),
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        let mut offsets = TopicPartitionList::new();
+        for a in assignment.partitions.values() {
+            let c = &a.committed;
+            if c.stored >= 0 && c.stored != c.acked {
+                let _ =
+                    offsets.add_partition_offset(&a.topic, a.partition, Offset::Offset(c.stored));
+            }
+        }
+        if offsets.count() == 0 {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let c = consumer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let sent = Instant::now();
+                let result = c.commit(&offsets, CommitMode::Sync);
+                let _ = tx.send(Answer {
+                    offsets,
+                    took: sent.elapsed(),
+                    result,
+                });
+            });
+        match spawned {
+            Ok(_) => p.outstanding = Some(rx),
             Err(e) => {
-                metrics.commit_failures.increment(1);
-                tracing::warn!(group = %self.group, error = %e, "cannot send the periodic commit; the stored offsets are committed at the next interval");
                 p.dirty = true;
+                tracing::warn!(group = %self.group, error = %e, "cannot start the commit thread; committing at the next interval");
             }
         }
     }
 
-    /// The periodic commit was answered: how long it took.
-    pub(crate) fn answered(&self) -> Option<Duration> {
-        self.periodic()
-            .outstanding
-            .take()
-            .map(|sent| sent.elapsed())
+    /// Notes the answer to a periodic commit.
+    fn answered<C: ConsumerContext + 'static>(
+        &self,
+        answer: Answer,
+        assignment: &mut Assignment<C>,
+        metrics: &GroupMetrics,
+    ) {
+        metrics.commit_duration.record(answer.took.as_secs_f64());
+        match answer.result {
+            Ok(()) => {
+                metrics.commits.increment(1);
+                for e in answer.offsets.elements() {
+                    let Offset::Offset(o) = e.offset() else {
+                        continue;
+                    };
+                    if let Some(p) = assignment
+                        .partitions
+                        .get_mut(&(Arc::from(e.topic()), e.partition()))
+                    {
+                        p.committed.acked = o;
+                        p.gauges.committed.set(o as f64);
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.commit_failures.increment(1);
+                tracing::warn!(group = %self.group, error = %e, took = ?answer.took, "periodic commit failed; the stored offsets are committed again at the next interval");
+            }
+        }
     }
 
     /// The offset a partition may commit now: its watermark or, when it

@@ -17,7 +17,7 @@ use crate::telemetry::metrics::GroupMetrics;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::KafkaResult;
 use rdkafka::TopicPartitionList;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,20 +154,12 @@ impl ConsumerContext for GroupContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Some(took) = self.committer.answered() {
-            self.metrics.commit_duration.record(took.as_secs_f64());
-        }
+        // The dispatcher's commits are synchronous and report themselves;
+        // this hears only of commits librdkafka makes on its own.
         match result {
-            Ok(()) => {
-                tracing::trace!(offsets = ?offsets, "offsets committed");
-                self.metrics.commits.increment(1);
-                self.committed(offsets);
-            }
-            // Nothing had moved since the last commit.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Ok(()) => tracing::trace!(offsets = ?offsets, "offsets committed"),
             Err(e) => {
-                self.metrics.commit_failures.increment(1);
-                tracing::warn!(group = %self.options.group, error = %e, "periodic commit failed; the stored offsets are committed again at the next interval")
+                tracing::debug!(group = %self.options.group, error = %e, "a commit made by librdkafka failed")
             }
         }
     }
@@ -239,7 +231,6 @@ impl GroupContext {
                     more: false,
                     committed: Committed::default(),
                     gauges,
-                    committed_offset: -1,
                     lag: -1,
                 },
             );
@@ -307,23 +298,6 @@ impl GroupContext {
 }
 
 impl GroupContext {
-    /// Notes committed offsets for the gauges.
-    fn committed(&self, offsets: &TopicPartitionList) {
-        let mut assignment = self.assignment();
-        for e in offsets.elements() {
-            let rdkafka::Offset::Offset(o) = e.offset() else {
-                continue;
-            };
-            if let Some(p) = assignment
-                .partitions
-                .get_mut(&(Arc::from(e.topic()), e.partition()))
-            {
-                p.committed_offset = o;
-                p.gauges.committed.set(o as f64);
-            }
-        }
-    }
-
     /// Notes each assigned partition's consumer lag from librdkafka's
     /// statistics, for the gauges.
     fn record_lag(&self, statistics: &[u8]) {
@@ -365,8 +339,8 @@ impl GroupContext {
             .assigned
             .set(assignment.partitions.len() as f64);
         for p in assignment.partitions.values() {
-            if p.committed_offset >= 0 {
-                p.gauges.committed.set(p.committed_offset as f64);
+            if p.committed.acked >= 0 {
+                p.gauges.committed.set(p.committed.acked as f64);
             }
             if p.lag >= 0 {
                 p.gauges.lag.set(p.lag as f64);

@@ -80,7 +80,8 @@ pub(crate) fn run(
             if check_positions {
                 last_position_check = now;
             }
-            ctx.committer.commit_due(&consumer, now, &ctx.metrics);
+            ctx.committer
+                .commit_due(&consumer, &mut ctx.assignment(), now, &ctx.metrics);
             if let Some(stuck) = errors.check(now) {
                 stop.fatal(stuck);
             }
