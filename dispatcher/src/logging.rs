@@ -27,13 +27,17 @@ impl LogFormat {
     pub fn from_env() -> Result<Self, String> {
         match std::env::var("DISPATCHER_LOG_FORMAT") {
             Err(_) => Ok(LogFormat::Text),
-            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" | "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                _ => Err(format!(
-                    "DISPATCHER_LOG_FORMAT={v:?} is not a log format; write text or json"
-                )),
-            },
+            Ok(v) => Self::parse(&v),
+        }
+    }
+
+    fn parse(v: &str) -> Result<Self, String> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "" | "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "DISPATCHER_LOG_FORMAT={v:?} is not a log format; write text or json"
+            )),
         }
     }
 }
@@ -68,4 +72,20 @@ pub fn init_with(format: LogFormat) {
             .flatten_event(true)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFormat;
+
+    #[test]
+    fn the_format_is_text_or_json_and_anything_else_names_the_choices() {
+        assert_eq!(LogFormat::parse(" JSON "), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::parse("text"), Ok(LogFormat::Text));
+        let e = LogFormat::parse("yaml").expect_err("not a format");
+        assert!(
+            e.contains("DISPATCHER_LOG_FORMAT") && e.contains("text or json"),
+            "{e}"
+        );
+    }
 }

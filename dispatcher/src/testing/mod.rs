@@ -326,6 +326,12 @@ impl TestKit {
         self.join().await
     }
 
+    /// A handle that stops the dispatcher without waiting for it (then
+    /// [`join`](Self::join) waits).
+    pub fn shutdown_handle(&self) -> crate::ShutdownHandle {
+        self.shutdown.clone()
+    }
+
     /// Waits for `run()` to return by itself (after a fatal error).
     pub async fn join(&mut self) -> Result<()> {
         match self.run.take() {
