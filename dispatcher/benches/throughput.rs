@@ -4,6 +4,8 @@
 //! ```text
 //! cargo bench -p dispatcher --bench throughput            # 1 000 000 records, 3 rounds
 //! BENCH_RECORDS=400000 BENCH_ROUNDS=1 cargo bench -p dispatcher --bench throughput
+//! BENCH_METRICS=1 cargo bench -p dispatcher --bench throughput   # with the Prometheus recorder
+//! BENCH_LOG=1 cargo bench -p dispatcher --bench throughput 2>/dev/null  # with the INFO log subscriber
 //! ```
 //!
 //! Prints records per second for both and their ratio. Group joins are
@@ -146,9 +148,14 @@ fn dispatched(
             .handler(spec)
             .embedded_broker(broker.clone())
             .group_id(format!("bench-{label}-{round}"))
-            .handle_signals(false)
-            .build()
-            .expect("build");
+            .handle_signals(false);
+        // BENCH_METRICS=1: the Prometheus recorder records every series.
+        let d = if std::env::var("BENCH_METRICS").is_ok_and(|v| v == "1") {
+            d.metrics_address("127.0.0.1:0")
+        } else {
+            d
+        };
+        let d = d.build().expect("build");
         let stop = d.shutdown_handle();
         let run = tokio::spawn(d.run());
         let t0 = Instant::now();
@@ -182,6 +189,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
         .max(1);
+    // BENCH_LOG=1: the log subscriber `run()` installs (INFO, to stderr),
+    // so every record's span is recorded.
+    if std::env::var("BENCH_LOG").is_ok_and(|v| v == "1") {
+        dispatcher::logging::init();
+    }
     let broker = Arc::new(EmbeddedBroker::start(1).expect("broker"));
     broker.create_topic(TOPIC, PARTITIONS).expect("topic");
     let brokers = broker.bootstrap_servers().to_owned();

@@ -7,7 +7,9 @@
 //! the record with its payload is too large for the dead-letter topic, it
 //! is written without the payload and the original headers, with
 //! [`PAYLOAD_OMITTED`] saying so; the `dlt.original.*` coordinates still
-//! lead an operator to the original in the source topic.
+//! lead an operator to the original in the source topic. With the `otel`
+//! feature and an OpenTelemetry layer, the `traceparent` (and
+//! `tracestate`) header is the handler's span's, in the record's trace.
 
 /// Topic the record was read from.
 pub const ORIGINAL_TOPIC: &str = "dlt.original.topic";
