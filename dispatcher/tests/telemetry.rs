@@ -60,6 +60,18 @@ async fn hanging(body: &str) -> Result<(), Broken> {
     }
 }
 
+/// Released by the idle test.
+static IDLE_RELEASE: AtomicBool = AtomicBool::new(false);
+
+/// `hold` waits until the idle test releases it.
+#[dispatcher::kafka_handler(topic = "it-idle")]
+async fn idle(body: &str) -> Result<(), Broken> {
+    while body == "hold" && !IDLE_RELEASE.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// A port nobody listens on now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -339,4 +351,80 @@ async fn readiness_follows_stalls_draining_and_fatal_stops() {
     RELEASE.store(true, Ordering::Release);
     let stopped = kit.join().await;
     assert!(stopped.is_err(), "run() returns the fatal error");
+}
+
+/// The server drops gauges nobody set for 30 s (those of partitions that
+/// moved to another consumer); the ones of a quiet consumer stay, and
+/// still move afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gauges_of_a_quiet_consumer_stay_and_still_move() {
+    let port = free_port();
+    let kit = TestKit::start(
+        TestKit::builder()
+            .topics(["it-idle"])
+            .metrics_address(port.to_string()),
+    )
+    .await
+    .expect("start");
+    wait_for_answer(port, "/health/ready", |s, _| s == 200).await;
+    let (p, o) = kit
+        .publish("it-idle", Some("a"), "ok")
+        .await
+        .expect("publish");
+    kit.outcome("it-idle", p, o, Duration::from_secs(30))
+        .await
+        .expect("handled");
+    // Longer than the server keeps a gauge nobody sets.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let metrics = get(port, "/metrics").await.expect("metrics").1;
+    let topic = r#"topic="it-idle""#;
+    let group = format!(r#"group="{}""#, kit.group_id());
+    assert_eq!(
+        sample(&metrics, "dispatcher_ready", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "dispatcher_assigned_partitions", &[&group]),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&metrics, "dispatcher_partition_stalled", &[topic]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "dispatcher_records_in_flight", &[topic]),
+        Some(0.0),
+        "{metrics}"
+    );
+    let partition = format!(r#"partition="{p}""#);
+    assert_eq!(
+        sample(
+            &metrics,
+            "dispatcher_committed_offset",
+            &[topic, &partition]
+        ),
+        Some((o + 1) as f64),
+        "{metrics}"
+    );
+    // A record in flight shows after the quiet time.
+    IDLE_RELEASE.store(false, Ordering::Release);
+    let (p, o) = kit
+        .publish("it-idle", Some("b"), "hold")
+        .await
+        .expect("publish");
+    wait_for_answer(port, "/metrics", |_, m| {
+        sample(m, "dispatcher_records_in_flight", &[r#"topic="it-idle""#]) == Some(1.0)
+    })
+    .await;
+    IDLE_RELEASE.store(true, Ordering::Release);
+    kit.outcome("it-idle", p, o, Duration::from_secs(30))
+        .await
+        .expect("handled");
+    wait_for_answer(port, "/metrics", |_, m| {
+        sample(m, "dispatcher_records_in_flight", &[r#"topic="it-idle""#]) == Some(0.0)
+    })
+    .await;
+    kit.shutdown().await.expect("clean shutdown");
 }

@@ -3,7 +3,6 @@
 
 use super::commit::Committed;
 use super::partition::PartitionHandle;
-use crate::telemetry::metrics::PartitionGauges;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::ConsumerContext;
 use std::collections::HashMap;
@@ -33,8 +32,6 @@ pub(crate) struct AssignedPartition<C: ConsumerContext + 'static> {
     pub(crate) more: bool,
     /// What was stored for commit.
     pub(crate) committed: Committed,
-    /// The partition's gauges.
-    pub(crate) gauges: PartitionGauges,
     /// The last lag librdkafka's statistics reported (-1: unknown), for
     /// the gauge.
     pub(crate) lag: i64,

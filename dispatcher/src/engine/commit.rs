@@ -225,7 +225,7 @@ impl Committer {
                         .get_mut(&(Arc::from(e.topic()), e.partition()))
                     {
                         p.committed.acked = o;
-                        p.gauges.committed.set(o as f64);
+                        metrics.committed(&p.topic, p.partition, o);
                     }
                 }
             }

@@ -199,7 +199,7 @@ impl GroupContext {
             if queue.is_none() {
                 tracing::warn!(topic = &**topic, partition, "cannot give the partition a queue of its own; its records arrive on the consumer queue");
             }
-            let gauges = self.metrics.partition(topic, *partition);
+            let gauges = self.metrics.partition(topic, *partition, &executor.name);
             let backlog = Backlog::new(
                 self.options.partition_buffer,
                 self.options.partition_buffer_bytes,
@@ -216,7 +216,7 @@ impl GroupContext {
                     drain_timeout: self.options.drain_timeout,
                     health: self.health.clone(),
                     stall_timeout: self.options.stall_timeout,
-                    gauges: gauges.clone(),
+                    gauges,
                 },
                 backlog,
             );
@@ -230,7 +230,6 @@ impl GroupContext {
                     ready,
                     more: false,
                     committed: Committed::default(),
-                    gauges,
                     lag: -1,
                 },
             );
@@ -319,7 +318,7 @@ impl GroupContext {
                     .get_mut(&(Arc::from(topic.as_str()), p.partition))
                 {
                     a.lag = p.consumer_lag;
-                    a.gauges.lag.set(p.consumer_lag as f64);
+                    self.metrics.lag(topic, p.partition, p.consumer_lag);
                 }
             }
         }
@@ -340,10 +339,11 @@ impl GroupContext {
             .set(assignment.partitions.len() as f64);
         for p in assignment.partitions.values() {
             if p.committed.acked >= 0 {
-                p.gauges.committed.set(p.committed.acked as f64);
+                self.metrics
+                    .committed(&p.topic, p.partition, p.committed.acked);
             }
             if p.lag >= 0 {
-                p.gauges.lag.set(p.lag as f64);
+                self.metrics.lag(&p.topic, p.partition, p.lag);
             }
         }
     }

@@ -360,7 +360,7 @@ impl Worker {
         let m = &self.scope.executor.metrics;
         if c.received > 0 {
             m.received.increment(c.received);
-            m.in_flight.increment(c.received as f64);
+            self.cx.gauges.in_flight.increment(c.received as f64);
         }
         if c.handled > 0 {
             m.handled.increment(c.handled);
@@ -370,7 +370,7 @@ impl Worker {
         }
         let gone = c.handled + c.dead_lettered + c.left;
         if gone > 0 {
-            m.in_flight.decrement(gone as f64);
+            self.cx.gauges.in_flight.decrement(gone as f64);
         }
     }
 
@@ -378,6 +378,12 @@ impl Worker {
     /// partition's commits, and reports a stall (or its end).
     fn check_stall(&mut self, running: &Running) {
         let now = std::time::Instant::now();
+        // Set every time, so that the server keeps them (see metrics.rs).
+        self.cx.gauges.in_flight.increment(0.0);
+        self.cx
+            .gauges
+            .stalled
+            .set(if self.stalled { 1.0 } else { 0.0 });
         let Some(offset) = self.tracker.oldest_unfinished() else {
             self.head = None;
             self.cx.gauges.oldest_age.set(0.0);

@@ -1,7 +1,13 @@
 //! The series the dispatcher records, through the `metrics` facade: into
 //! the Prometheus recorder of the metrics server, or into the program's own
-//! recorder. Handles are registered once per partition assignment; the
-//! per-record path only adds to atomics.
+//! recorder. Handles are registered once per handler and topic, or per
+//! partition assignment; the per-record path only adds to atomics.
+//!
+//! The server's recorder drops a gauge not set for a while (so that the
+//! partitions another consumer took over disappear), and a handle to a
+//! dropped gauge updates nothing. So every gauge here is either held by
+//! whoever sets it at least every second (a partition worker), or looked
+//! up afresh each time it is set.
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Unit};
 use std::sync::Arc;
@@ -146,7 +152,6 @@ pub(crate) struct RecordMetrics {
     pub(crate) fatal: Counter,
     pub(crate) retries: Counter,
     pub(crate) duration: Histogram,
-    pub(crate) in_flight: Gauge,
     pub(crate) dead_letter_writes: Counter,
     pub(crate) dead_letter_failures: Counter,
 }
@@ -163,7 +168,6 @@ impl RecordMetrics {
             fatal: finished("fatal"),
             retries: counter!(RETRIES, "topic" => t.clone(), "handler" => h.clone()),
             duration: histogram!(HANDLER_DURATION, "topic" => t.clone(), "handler" => h.clone()),
-            in_flight: gauge!(IN_FLIGHT, "topic" => t.clone(), "handler" => h.clone()),
             dead_letter_writes: counter!(DEAD_LETTER_WRITES, "topic" => t.clone(), "handler" => h.clone()),
             dead_letter_failures: counter!(DEAD_LETTER_FAILURES, "topic" => t, "handler" => h),
         }
@@ -179,7 +183,6 @@ impl RecordMetrics {
             fatal: Counter::noop(),
             retries: Counter::noop(),
             duration: Histogram::noop(),
-            in_flight: Gauge::noop(),
             dead_letter_writes: Counter::noop(),
             dead_letter_failures: Counter::noop(),
         }
@@ -214,29 +217,48 @@ impl GroupMetrics {
         counter!(REBALANCES, "group" => self.group.clone(), "kind" => kind).increment(1);
     }
 
-    /// The gauges of one partition.
-    pub(crate) fn partition(&self, topic: &str, partition: i32) -> PartitionGauges {
-        let labels = [
+    fn partition_labels(&self, topic: &str, partition: i32) -> [(&'static str, String); 3] {
+        [
             ("group", self.group.clone()),
             ("topic", topic.to_owned()),
             ("partition", partition.to_string()),
-        ];
+        ]
+    }
+
+    /// The gauges a partition's worker sets (every second).
+    pub(crate) fn partition(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        handler: &Arc<str>,
+    ) -> PartitionGauges {
+        let labels = self.partition_labels(topic, partition);
         PartitionGauges {
-            committed: gauge!(COMMITTED_OFFSET, &labels),
-            lag: gauge!(LAG, &labels),
             oldest_age: gauge!(OLDEST_AGE, &labels),
             stalled: gauge!(STALLED, &labels),
+            in_flight: gauge!(IN_FLIGHT, "topic" => topic.to_string(), "handler" => handler.to_string()),
         }
+    }
+
+    /// Sets a partition's committed offset.
+    pub(crate) fn committed(&self, topic: &str, partition: i32, offset: i64) {
+        gauge!(COMMITTED_OFFSET, &self.partition_labels(topic, partition)).set(offset as f64);
+    }
+
+    /// Sets a partition's consumer lag.
+    pub(crate) fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        gauge!(LAG, &self.partition_labels(topic, partition)).set(lag as f64);
     }
 }
 
-/// The gauges of one assigned partition.
+/// The gauges a partition's worker holds and sets at least every second.
 #[derive(Clone)]
 pub(crate) struct PartitionGauges {
-    pub(crate) committed: Gauge,
-    pub(crate) lag: Gauge,
     pub(crate) oldest_age: Gauge,
     pub(crate) stalled: Gauge,
+    /// The records in flight of the partition's handler on its topic (all
+    /// its partitions add to it).
+    pub(crate) in_flight: Gauge,
 }
 
 impl PartitionGauges {
@@ -244,10 +266,9 @@ impl PartitionGauges {
     #[cfg(test)]
     pub(crate) fn none() -> Self {
         PartitionGauges {
-            committed: Gauge::noop(),
-            lag: Gauge::noop(),
             oldest_age: Gauge::noop(),
             stalled: Gauge::noop(),
+            in_flight: Gauge::noop(),
         }
     }
 }

@@ -80,12 +80,17 @@ pub(crate) async fn start(address: SocketAddr, health: Arc<Health>) -> Result<Se
     tracing::info!(%address, "serving metrics at /metrics and health checks at /health/live and /health/ready");
     let upkeep = handle.clone();
     let until = stop.clone();
+    let health_for_upkeep = health.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_EVERY);
         loop {
             tokio::select! {
                 () = until.cancelled() => break,
-                _ = every.tick() => upkeep.run_upkeep(),
+                _ = every.tick() => {
+                    upkeep.run_upkeep();
+                    // Set again, so that the recorder keeps it.
+                    health_for_upkeep.refresh();
+                }
             }
         }
     });
