@@ -1,11 +1,18 @@
 //! A log subscriber for programs that set none (the `logging` feature, on
 //! by default).
 //!
-//! `RUST_LOG` filters (default `info`); `DISPATCHER_LOG_FORMAT` picks the
-//! format: `text` (default) or `json`, one JSON object per line with the
-//! record's span fields (topic, partition, offset, key, handler, attempt)
-//! on every event a handler logs. Logging starts before the configuration
-//! is read, so the format is an environment variable only.
+//! `RUST_LOG` filters (default [`DEFAULT_FILTER`]); `DISPATCHER_LOG_FORMAT`
+//! picks the format: `text` (default) or `json`, one JSON object per line.
+//! Logging starts before the configuration is read, so the format is an
+//! environment variable only.
+//!
+//! The span around every handler attempt (target `dispatcher::record`,
+//! see [`telemetry`](crate::telemetry)) puts the record's topic,
+//! partition, offset, key, handler and attempt on every event a handler
+//! logs. A formatting subscriber writes those fields out for every record,
+//! logged or not, which costs a few microseconds per record; so the
+//! default filter leaves the spans out. `RUST_LOG=info` (or
+//! `info,dispatcher::record=info`) puts them in.
 
 use std::io::IsTerminal;
 
@@ -42,10 +49,14 @@ impl LogFormat {
     }
 }
 
+/// The filter when `RUST_LOG` is unset: INFO, without the spans of
+/// records.
+pub const DEFAULT_FILTER: &str = "info,dispatcher::record=off";
+
 /// Installs a `tracing` subscriber printing to stderr in the format
 /// `DISPATCHER_LOG_FORMAT` names, filtered by `RUST_LOG` (default
-/// `info`), unless the program installed one already. [`run`](crate::run)
-/// calls it.
+/// [`DEFAULT_FILTER`]), unless the program installed one already.
+/// [`run`](crate::run) calls it.
 pub fn init() {
     let format = LogFormat::from_env().unwrap_or_else(|e| {
         eprintln!("{e}; logging as text");
@@ -57,7 +68,7 @@ pub fn init() {
 /// Like [`init`], in `format`.
 pub fn init_with(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

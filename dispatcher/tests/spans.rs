@@ -73,7 +73,6 @@ async fn a_handlers_events_carry_the_records_coordinates_and_attempt() {
     for (line, attempt) in spoke.iter().zip(1..) {
         for field in [
             "process{".to_owned(),
-            r#"messaging.system="kafka""#.to_owned(),
             r#"messaging.destination.name="it-spans""#.to_owned(),
             format!("messaging.destination.partition.id={partition}"),
             format!("messaging.kafka.offset={offset}"),

@@ -142,9 +142,9 @@ impl Committer {
     /// sends the next one when it is due: every commit interval, when an
     /// offset was stored since the last one, one commit at a time. The
     /// commit runs on a thread of its own, so a slow coordinator never
-    /// holds up the poll loop; librdkafka sends commits to the coordinator
-    /// in the order they are made, so this one never lands after a later
-    /// final commit of the same partition.
+    /// holds up the poll loop. A final commit waits for it first
+    /// ([`settle`](Self::settle)), so it never lands after the final
+    /// commit of the same partition and moves it back.
     pub(crate) fn commit_due<C: ConsumerContext + 'static>(
         &self,
         consumer: &Arc<BaseConsumer<C>>,
@@ -202,6 +202,33 @@ impl Committer {
                 p.dirty = true;
                 tracing::warn!(group = %self.group, error = %e, "cannot start the commit thread; committing at the next interval");
             }
+        }
+    }
+
+    /// Waits (up to the commit timeout) for the periodic commit in flight,
+    /// if any, and notes its answer: a final commit made after this call is
+    /// sent after it.
+    pub(crate) fn settle<C: ConsumerContext + 'static>(
+        &self,
+        assignment: &mut Assignment<C>,
+        metrics: &GroupMetrics,
+    ) {
+        let mut p = self.periodic();
+        let Some(rx) = p.outstanding.take() else {
+            return;
+        };
+        match rx.recv_timeout(self.timeout) {
+            Ok(answer) => {
+                if answer.result.is_err() {
+                    p.dirty = true;
+                }
+                drop(p);
+                self.answered(answer, assignment, metrics);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(group = %self.group, timeout = ?self.timeout, "the periodic commit did not finish within the commit timeout; committing the final offsets anyway");
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
     }
 

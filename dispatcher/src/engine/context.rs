@@ -252,6 +252,8 @@ impl GroupContext {
         tps: &[TopicPartition],
         why: &'static str,
     ) {
+        // A periodic commit in flight must not land after the final one.
+        self.committer.settle(&mut self.assignment(), &self.metrics);
         let mut removed = self.assignment().remove(tps);
         if removed.is_empty() {
             return;

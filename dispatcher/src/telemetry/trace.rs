@@ -13,6 +13,10 @@ pub const RECORD_TARGET: &str = "dispatcher::record";
 /// The span of attempt `attempt` at `msg` by `handler` of `group`. The
 /// handler's own events inside it carry the record's coordinates.
 pub(crate) fn record_span(msg: &Message, handler: &str, group: &str, attempt: u32) -> Span {
+    // The `otel.*` fields and the constant attributes matter only to an
+    // OpenTelemetry layer; a formatting subscriber pays for every field of
+    // every record's span, so they are left out without the feature.
+    #[cfg(feature = "otel")]
     let span = tracing::info_span!(
         target: RECORD_TARGET,
         "process",
@@ -28,9 +32,21 @@ pub(crate) fn record_span(msg: &Message, handler: &str, group: &str, attempt: u3
         handler,
         attempt,
     );
+    #[cfg(not(feature = "otel"))]
+    let span = tracing::info_span!(
+        target: RECORD_TARGET,
+        "process",
+        messaging.destination.name = msg.topic(),
+        messaging.destination.partition.id = msg.partition(),
+        messaging.kafka.offset = msg.offset(),
+        messaging.kafka.message.key = %KeyDisplay(msg.key()),
+        messaging.consumer.group.name = group,
+        handler,
+        attempt,
+    );
+    #[cfg(feature = "otel")]
     if !span.is_disabled() {
         span.record("otel.name", format!("process {}", msg.topic()));
-        #[cfg(feature = "otel")]
         otel::adopt_parent(&span, msg);
     }
     span

@@ -2,8 +2,6 @@
 //! `traceparent` is the parent of its span, and its dead letter carries the
 //! trace on: same trace, the handler's span as parent.
 
-#![cfg(feature = "otel")]
-
 use dispatcher::testing::TestKit;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
