@@ -67,6 +67,19 @@ async fn the_programs_own_recorder_gets_the_series() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The dead letter, read back with what its headers say.
+    let letters = kit
+        .dead_letters("it-own-recorder.DLT", 1, Duration::from_secs(30))
+        .await
+        .expect("the dead letter");
+    let (record, info) = &letters[0];
+    assert_eq!(record.payload.as_deref(), Some(b"bad".as_slice()));
+    assert_eq!(info.original_topic, "it-own-recorder");
+    assert_eq!(info.handler, "own_recorder::judging");
+    assert_eq!(info.reason, "not-retryable");
+    assert_eq!(info.error_message, "rejected");
+    assert_eq!(info.attempts, 1);
+    assert_eq!(info.consumer_group, kit.group_id());
     kit.shutdown().await.expect("clean shutdown");
 
     // The dispatcher cannot serve a recorder it does not own.

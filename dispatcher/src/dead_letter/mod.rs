@@ -9,8 +9,10 @@
 
 pub mod headers;
 mod kafka;
+mod parse;
 
 pub(crate) use kafka::KafkaDeadLetters;
+pub use parse::{DeadLetterInfo, NotADeadLetter};
 
 use crate::message::Message;
 use futures::future::BoxFuture;

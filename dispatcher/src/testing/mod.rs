@@ -302,6 +302,28 @@ impl TestKit {
         }
     }
 
+    /// Reads at least `count` dead letters from `dead_letter_topic` (from
+    /// its beginning, e.g. `orders.DLT`), each with what its headers say;
+    /// fails on a record that is not a dead letter.
+    pub async fn dead_letters(
+        &self,
+        dead_letter_topic: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<(ReadRecord, crate::dead_letter::DeadLetterInfo)>> {
+        self.read(dead_letter_topic, count, timeout)
+            .await?
+            .into_iter()
+            .map(|r| match r.dead_letter() {
+                Ok(info) => Ok((r, info)),
+                Err(e) => Err(Error::runtime(format!(
+                    "{dead_letter_topic}[{}] offset {}: {e}",
+                    r.partition, r.offset
+                ))),
+            })
+            .collect()
+    }
+
     /// Reads at least `count` records of `topic` (from its beginning),
     /// waiting up to `timeout` for them: for example the dead letters of a
     /// test, from `<topic>.DLT`.

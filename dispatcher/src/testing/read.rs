@@ -32,6 +32,16 @@ impl ReadRecord {
             .and_then(|(_, v)| v.as_deref())
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
+
+    /// What its `dlt.*` headers say, when it is a dead letter.
+    pub fn dead_letter(
+        &self,
+    ) -> std::result::Result<crate::dead_letter::DeadLetterInfo, crate::dead_letter::NotADeadLetter>
+    {
+        crate::dead_letter::DeadLetterInfo::from_headers(
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())),
+        )
+    }
 }
 
 /// Reads `topic` from the beginning of every partition until at least
