@@ -54,6 +54,11 @@ use proc_macro::TokenStream;
 ///              | "ordering" = key | partition | unordered
 ///              | "concurrency" = <integer >= 1>
 ///              | "dead_letter_topic" = "<topic>"
+///              | "retry_topics" = [ duration, ... ] delays of retry levels on Kafka, strictly ascending;
+///                                                  after `max_attempts` in place a retryable failure goes to
+///                                                  `<topic>.retry.<delay>` of the next level, and after the
+///                                                  last level to the dead-letter topic. Gives up per-key
+///                                                  order for those records: retry in place when order matters
 ///              | "crate" = path                    where the dispatcher crate is (default ::dispatcher)
 /// topics      := "<topic>" | [ "<topic>", ... ]    at least one
 /// types       := Type | [ Type, ... ]              `[]` is allowed: `retry = []` retries nothing

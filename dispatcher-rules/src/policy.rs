@@ -92,3 +92,48 @@ mod tests {
             .contains("jitter"));
     }
 }
+
+/// `retry_topics`: the delays of the retry levels, in milliseconds: at
+/// least one, each from 1 ms to 7 days, strictly ascending. On error, the
+/// index of the offending delay and the message.
+pub fn check_retry_delays(delays_ms: &[u64]) -> Result<(), (usize, String)> {
+    const WEEK_MS: u64 = 7 * 24 * 3_600_000;
+    if delays_ms.is_empty() {
+        return Err((
+            0,
+            "`retry_topics` needs at least one delay, e.g. [\"1s\", \"30s\", \"5m\"]".to_owned(),
+        ));
+    }
+    for (i, &d) in delays_ms.iter().enumerate() {
+        if d == 0 || d > WEEK_MS {
+            return Err((
+                i,
+                "a retry delay is from 1ms to 7 days (\"168h\")".to_owned(),
+            ));
+        }
+        if i > 0 && d <= delays_ms[i - 1] {
+            return Err((
+                i,
+                "retry delays must be strictly ascending: each level waits longer than the one before".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::check_retry_delays;
+
+    #[test]
+    fn retry_delays_are_ascending_non_empty_and_bounded() {
+        assert!(check_retry_delays(&[1_000, 30_000, 300_000]).is_ok());
+        assert_eq!(check_retry_delays(&[]).map_err(|e| e.0), Err(0));
+        assert_eq!(check_retry_delays(&[1_000, 1_000]).map_err(|e| e.0), Err(1));
+        assert_eq!(check_retry_delays(&[5_000, 0]).map_err(|e| e.0), Err(1));
+        assert_eq!(
+            check_retry_delays(&[8 * 24 * 3_600_000]).map_err(|e| e.0),
+            Err(0)
+        );
+    }
+}

@@ -39,6 +39,15 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}{DEAD_LETTER_SUFFIX}")
 }
 
+/// The retry topic of `topic` for a level with this delay:
+/// `<topic>.retry.<delay>`, e.g. `orders.retry.30s`.
+pub fn retry_topic(topic: &str, delay_ms: u64) -> String {
+    format!(
+        "{topic}.retry.{}",
+        crate::duration::format(std::time::Duration::from_millis(delay_ms))
+    )
+}
+
 /// Checks a topic and the default dead-letter topic derived from it, for a
 /// handler that sets no `dead_letter_topic` of its own.
 pub fn check_with_dead_letter(topic: &str) -> Result<(), String> {

@@ -563,8 +563,10 @@ fn create_topics(
     partitions: i32,
 ) -> Result<()> {
     for h in groups.values().flatten() {
+        for (t, _, _) in h.read_topics() {
+            broker.create_topic(&t, partitions)?;
+        }
         for t in h.topics {
-            broker.create_topic(t, partitions)?;
             broker.create_topic(&h.dead_letter_topic(t), partitions)?;
         }
     }

@@ -51,6 +51,20 @@ pub enum Outcome {
         /// Where it was written.
         dead_letter_topic: String,
     },
+    /// Attempt `attempts` (counted over every level) failed with a
+    /// retryable error and the record was written to the retry topic of
+    /// `level`; it is handled again there after `delay`. This read of it
+    /// is finished.
+    RetryScheduled {
+        /// Attempts made so far, at every level.
+        attempts: u32,
+        /// The retry level written to (1 for the first).
+        level: usize,
+        /// The retry topic.
+        topic: String,
+        /// How long it waits there.
+        delay: Duration,
+    },
     /// The handler failed with a fatal error (or the dead letter could not
     /// be written); the consumer stops and the record is not committed.
     Fatal {
@@ -67,7 +81,10 @@ impl Outcome {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            Outcome::Handled { .. } | Outcome::DeadLettered { .. } | Outcome::Fatal { .. }
+            Outcome::Handled { .. }
+                | Outcome::DeadLettered { .. }
+                | Outcome::RetryScheduled { .. }
+                | Outcome::Fatal { .. }
         )
     }
 }

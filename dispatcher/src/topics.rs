@@ -29,8 +29,10 @@ impl Needed {
             dead_letters: BTreeMap::new(),
         };
         for h in handlers {
+            for (t, _, _) in h.read_topics() {
+                needed.sources.insert(t);
+            }
             for t in h.topics {
-                needed.sources.insert((*t).to_owned());
                 needed
                     .dead_letters
                     .entry(h.dead_letter_topic(t))

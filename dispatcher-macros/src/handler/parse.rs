@@ -24,6 +24,7 @@ pub(crate) const KEYS: &[&str] = &[
     "ordering",
     "concurrency",
     "dead_letter_topic",
+    "retry_topics",
     "crate",
 ];
 
@@ -46,6 +47,8 @@ pub(crate) struct HandlerAttr {
     pub(crate) ordering: Option<Ordering>,
     pub(crate) concurrency: Option<usize>,
     pub(crate) dead_letter_topic: Option<LitStr>,
+    /// Delays of the retry levels in milliseconds.
+    pub(crate) retry_topics: Option<Vec<u64>>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -130,6 +133,7 @@ fn parse_value(
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         }
         "dead_letter_topic" => attr.dead_letter_topic = diag.take(parse_topic.parse2(value)),
+        "retry_topics" => attr.retry_topics = diag.take(parse_retry_topics.parse2(value)),
         "crate" => attr.krate = diag.take(parse_path.parse2(value)),
         _ => unreachable!("canonical_key returns only known keys"),
     }
@@ -318,6 +322,32 @@ fn whole(input: ParseStream, rule: fn(u64) -> Result<(), String>) -> syn::Result
     let n: u64 = lit.base10_parse().map_err(|_| expected(lit.span()))?;
     rule(n).map_err(|m| syn::Error::new(lit.span(), m))?;
     Ok(n)
+}
+
+/// `retry_topics = ["1s", "30s", "5m"]`: the delays of the retry levels,
+/// checked (well-formed, ascending, non-empty) with a span on the
+/// offending literal.
+fn parse_retry_topics(input: ParseStream) -> syn::Result<Vec<u64>> {
+    let expected = "expected a list of delays, e.g. `retry_topics = [\"1s\", \"30s\", \"5m\"]`";
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error(expected));
+    }
+    let content;
+    let brackets = bracketed!(content in input);
+    let lits: Punctuated<LitStr, Token![,]> =
+        Punctuated::parse_terminated(&content).map_err(|e| syn::Error::new(e.span(), expected))?;
+    let mut delays = Vec::new();
+    for lit in &lits {
+        delays.push(duration_millis(lit)?);
+    }
+    rules::check_retry_delays(&delays).map_err(|(i, message)| {
+        let span = lits
+            .iter()
+            .nth(i)
+            .map_or(brackets.span.join(), LitStr::span);
+        syn::Error::new(span, message)
+    })?;
+    Ok(delays)
 }
 
 fn duration_millis(lit: &LitStr) -> syn::Result<u64> {

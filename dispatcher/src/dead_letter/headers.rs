@@ -44,6 +44,26 @@ pub const LAST_FAILURE: &str = "dlt.last.failure";
 /// original is.
 pub const PAYLOAD_OMITTED: &str = "dlt.payload.omitted";
 
+/// Retry topics: the level the record was written to (1 for the first).
+pub const RETRY_LEVEL: &str = "retry.level";
+/// Retry topics: attempts made so far, at every level.
+pub const RETRY_ATTEMPTS: &str = "retry.attempts";
+/// Retry topics: when the record is due (ms since the epoch); it is not
+/// handled before.
+pub const RETRY_DUE: &str = "retry.due";
+/// Retry topics: the topic the record was first read from.
+pub const RETRY_ORIGINAL_TOPIC: &str = "retry.original.topic";
+/// Retry topics: its partition there.
+pub const RETRY_ORIGINAL_PARTITION: &str = "retry.original.partition";
+/// Retry topics: its offset there.
+pub const RETRY_ORIGINAL_OFFSET: &str = "retry.original.offset";
+/// Retry topics: its timestamp there (ms since the epoch), when it had one.
+pub const RETRY_ORIGINAL_TIMESTAMP: &str = "retry.original.timestamp";
+/// Retry topics: when its first attempt failed (ms since the epoch).
+pub const RETRY_FIRST_FAILURE: &str = "retry.first.failure";
+/// Retry topics: the last attempt's error and cause chain.
+pub const RETRY_LAST_ERROR: &str = "retry.last.error";
+
 /// The largest value of an added `dlt.*` header, in bytes.
 pub const MAX_VALUE_BYTES: usize = 8 * 1024;
 

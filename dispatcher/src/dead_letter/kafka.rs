@@ -54,9 +54,12 @@ impl KafkaDeadLetters {
     }
 
     fn headers(msg: &Message, dl: &DeadLetter<'_>, body: Body) -> OwnedHeaders {
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
-        let timestamp = msg.timestamp().map(|t| t.to_string());
+        // A record of a retry topic names the record it started as.
+        let from_retry_topic = msg.header(headers::RETRY_ORIGINAL_TOPIC).is_some();
+        let origin = super::retry::History::of(msg, usize::from(from_retry_topic));
+        let partition = origin.original_partition.to_string();
+        let offset = origin.original_offset.to_string();
+        let timestamp = origin.original_timestamp.map(|t| t.to_string());
         let attempts = dl.attempts.to_string();
         let (first, last) = (millis(dl.first_failure), millis(dl.last_failure));
         let omitted = (body == Body::WithoutPayload).then(|| {
@@ -92,7 +95,7 @@ impl KafkaDeadLetters {
         }
         let (message, chain) = (bounded(&dl.error_message), bounded(&dl.error_chain));
         let added: [(&str, Option<&str>); 15] = [
-            (headers::ORIGINAL_TOPIC, Some(msg.topic())),
+            (headers::ORIGINAL_TOPIC, Some(&origin.original_topic)),
             (headers::ORIGINAL_PARTITION, Some(&partition)),
             (headers::ORIGINAL_OFFSET, Some(&offset)),
             (headers::ORIGINAL_TIMESTAMP, timestamp.as_deref()),

@@ -10,6 +10,7 @@
 pub mod headers;
 mod kafka;
 mod parse;
+pub(crate) mod retry;
 
 pub(crate) use kafka::KafkaDeadLetters;
 pub use parse::{DeadLetterInfo, NotADeadLetter};

@@ -2,6 +2,7 @@
 //! classification and backoff. What happens after (dead letter, events) is
 //! in [`outcome`](super::outcome).
 
+use crate::dead_letter::retry::{History, RetryWriter};
 use crate::dead_letter::DeadLetterSink;
 use crate::engine::limit::Limit;
 use crate::event::{EventListener, Outcome};
@@ -36,6 +37,14 @@ pub(crate) struct Executor {
     pub(crate) states: Option<Arc<States>>,
     /// The series of this handler on this executor's topic.
     pub(crate) metrics: RecordMetrics,
+    /// The retry level of this executor's topic: 0 for the handler's own
+    /// topic, 1 for its first retry topic, ...
+    pub(crate) retry_level: usize,
+    /// The handler's own topic this executor's topic serves (itself, or
+    /// the topic whose retry topic it is).
+    pub(crate) source_topic: Arc<str>,
+    /// Writes to retry topics, when the handler has them.
+    pub(crate) retry_writer: Option<Arc<RetryWriter>>,
 }
 
 /// The first attempt of a record, as far as [`Executor::start`] got.
@@ -49,14 +58,21 @@ pub(crate) enum FirstAttempt {
     Running(HandlerFuture<'static>, Span, quanta::Instant),
 }
 
+/// How a record was done with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Done {
+    /// Its handler succeeded.
+    Handled,
+    /// It went to the dead-letter topic.
+    DeadLettered,
+    /// It went to a retry topic.
+    RetryTopic,
+}
+
 /// How a record ended.
 pub(crate) enum Finish {
-    /// Handled (`dead_lettered: false`) or dead-lettered: the offset may
-    /// be committed.
-    Done {
-        /// Whether the record went to the dead-letter topic.
-        dead_lettered: bool,
-    },
+    /// Done with: the offset may be committed.
+    Done(Done),
     /// Fatal: the offset must not be committed and the consumer stops.
     Fatal(HandlerError),
     /// Its partition stopped while it waited to retry: it is not finished,
@@ -164,9 +180,7 @@ impl Executor {
         match result {
             Ok(()) => {
                 self.handled(msg, 1);
-                Finish::Done {
-                    dead_lettered: false,
-                }
+                Finish::Done(Done::Handled)
             }
             Err(error) => Box::pin(self.after_failure(msg, error, span, stop)).await,
         }
@@ -183,11 +197,15 @@ impl Executor {
         stop: &CancellationToken,
     ) -> Finish {
         let policy = &self.spec.policy;
+        // Attempts and the first failure of earlier reads, from a retry
+        // topic's headers.
+        let history = History::of(msg, self.retry_level);
         let mut attempt = 1u32;
-        let mut first_failure = None;
+        let mut first_failure = history.first_failure;
         loop {
             let now = SystemTime::now();
             let first = *first_failure.get_or_insert(now);
+            let total = history.attempts.saturating_add(attempt);
             // A custom classifier is user code: if it panics, the record's
             // fate is unknown, so stop with it uncommitted rather than guess.
             let class = match std::panic::catch_unwind(AssertUnwindSafe(|| policy.classify(&error)))
@@ -214,8 +232,15 @@ impl Executor {
                 }
                 Classification::Retry => {
                     let Some(delay) = policy.retry_schedule().delay_before(attempt) else {
+                        if let Some(finish) = self
+                            .to_retry_topic(msg, &history, &error, total, first)
+                            .instrument(span.clone())
+                            .await
+                        {
+                            return finish;
+                        }
                         return self
-                            .dead_letter(msg, &error, "retries-exhausted", attempt, first, now)
+                            .dead_letter(msg, &error, "retries-exhausted", total, first, now)
                             .instrument(span)
                             .await;
                     };
@@ -254,9 +279,7 @@ impl Executor {
                     match result {
                         Ok(()) => {
                             self.handled(msg, attempt);
-                            return Finish::Done {
-                                dead_lettered: false,
-                            };
+                            return Finish::Done(Done::Handled);
                         }
                         Err(e) => error = e,
                     }
@@ -268,7 +291,7 @@ impl Executor {
                         "not-retryable"
                     };
                     return self
-                        .dead_letter(msg, &error, reason, attempt, first, now)
+                        .dead_letter(msg, &error, reason, total, first, now)
                         .instrument(span)
                         .await;
                 }
@@ -391,6 +414,9 @@ mod tests {
             group: Arc::from("g"),
             states: None,
             metrics: crate::telemetry::metrics::RecordMetrics::none(),
+            retry_level: 0,
+            source_topic: Arc::from("t"),
+            retry_writer: None,
         };
         (rt, handler)
     }
@@ -418,7 +444,7 @@ mod tests {
             .with_max_attempts(3)
             .with_backoff(Backoff::Fixed(Duration::from_millis(100)));
         let (rt, h) = runtime(vec![Step::Io, Step::Io, Step::Ok], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         assert_eq!(gaps(h), vec![Duration::from_millis(100); 2]);
         assert!(sink.letters.lock().expect("lock").is_empty());
     }
@@ -437,7 +463,7 @@ mod tests {
             Policy::DEFAULT.with_max_attempts(4).with_backoff(backoff),
             sink.clone(),
         );
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         assert_eq!(
             gaps(h),
             vec![
@@ -456,7 +482,7 @@ mod tests {
     async fn non_retryable_errors_are_dead_lettered_at_once() {
         let sink = Arc::new(Sink::default());
         let (rt, h) = runtime(vec![Step::Other], Policy::DEFAULT, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         assert_eq!(h.calls.lock().expect("lock").len(), 1);
         assert_eq!(
             *sink.letters.lock().expect("lock"),
@@ -479,7 +505,7 @@ mod tests {
     async fn panics_are_caught_and_dead_lettered() {
         let sink = Arc::new(Sink::default());
         let (rt, _) = runtime(vec![Step::Panic], Policy::DEFAULT, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         assert_eq!(
             *sink.letters.lock().expect("lock"),
             vec![("t.DLT".to_owned(), "not-retryable", "panic", 1)]
@@ -492,10 +518,10 @@ mod tests {
         let policy = Policy::DEFAULT.with_backoff(Backoff::Fixed(Duration::from_millis(10)));
         // First attempt: panics inside `call`; it is not retryable.
         let (rt, _) = runtime(vec![Step::PanicInCall], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         // A retry whose `call` panics: same outcome, after two attempts.
         let (rt, h) = runtime(vec![Step::Io, Step::PanicInCall], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         assert_eq!(h.calls.lock().expect("lock").len(), 2);
         assert_eq!(
             *sink.letters.lock().expect("lock"),
@@ -512,7 +538,7 @@ mod tests {
         let (mut rt, _) = runtime(vec![Step::Io, Step::Ok], Policy::DEFAULT, sink.clone());
         let listener: EventListener = Arc::new(|_: &RecordEvent| panic!("listener bug"));
         rt.listeners = Arc::from(vec![listener]);
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         assert!(sink.letters.lock().expect("lock").is_empty());
     }
 
@@ -523,7 +549,7 @@ mod tests {
             .with_timeout(Duration::from_secs(1))
             .with_backoff(Backoff::Fixed(Duration::from_millis(10)));
         let (rt, h) = runtime(vec![Step::Hang, Step::Ok], policy, sink.clone());
-        assert!(matches!(run(&rt).await, Finish::Done { .. }));
+        assert!(matches!(run(&rt).await, Finish::Done(_)));
         assert_eq!(gaps(h), vec![Duration::from_millis(1010)]);
         assert!(sink.letters.lock().expect("lock").is_empty());
     }

@@ -9,6 +9,7 @@ use super::poll;
 use super::stop::Stop;
 use crate::client::{ClientHooks, HooksContext};
 use crate::config::Settings;
+use crate::dead_letter::retry::RetryWriter;
 use crate::dead_letter::{DeadLetterSink, KafkaDeadLetters};
 use crate::error::{Error, Result};
 use crate::event::EventListener;
@@ -94,14 +95,24 @@ pub(crate) fn start(
         }
     };
     let group_name: Arc<str> = Arc::from(group);
+    let retry_writer = if specs.iter().any(|s| !s.policy.retry_topics().is_empty()) {
+        let producer = producer(client, settings, &shared.hooks, "the retry-topic producer")?;
+        Some(Arc::new(RetryWriter::new(
+            producer,
+            settings.dead_letter_retry,
+        )))
+    } else {
+        None
+    };
     let mut executors = HashMap::new();
     for spec in specs {
         let name: Arc<str> = Arc::from(spec.qualified_name());
         let concurrency = spec.policy.concurrency().map(|n| Arc::new(Limit::new(n)));
-        // One executor per topic, for the topic's series; the handler's
-        // concurrency limit is shared by all of them.
-        for t in spec.topics {
-            let topic: Arc<str> = Arc::from(*t);
+        // One executor per topic (its own and its retry topics), for the
+        // topic's series; the handler's concurrency limit is shared by all
+        // of them.
+        for (t, level, source) in spec.read_topics() {
+            let topic: Arc<str> = Arc::from(t);
             let executor = Arc::new(Executor {
                 spec: *spec,
                 name: name.clone(),
@@ -111,14 +122,20 @@ pub(crate) fn start(
                 group: group_name.clone(),
                 states: (!spec.states.is_empty()).then(|| shared.states.clone()),
                 metrics: RecordMetrics::new(&topic, &name),
+                retry_level: level,
+                source_topic: Arc::from(source),
+                retry_writer: (level > 0 || !spec.policy.retry_topics().is_empty())
+                    .then(|| retry_writer.clone())
+                    .flatten(),
             });
             executors.insert(topic, executor);
         }
     }
-    let topics: Vec<&str> = specs
+    let read: Vec<String> = specs
         .iter()
-        .flat_map(|h| h.topics.iter().copied())
+        .flat_map(|h| h.read_topics().into_iter().map(|(t, _, _)| t))
         .collect();
+    let topics: Vec<&str> = read.iter().map(String::as_str).collect();
     let mut config = client.clone();
     config.set("group.id", group);
     for (k, v) in commit::consumer_settings() {

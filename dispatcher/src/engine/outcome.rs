@@ -1,7 +1,8 @@
 //! Where a record goes when its handler is done with it: events for
 //! listeners, and the dead-letter hand-off for records no retry can fix.
 
-use super::execute::{Executor, Finish};
+use super::execute::{Done, Executor, Finish};
+use crate::dead_letter::retry::{Handoff, History, RetryWriteFailed};
 use crate::dead_letter::{DeadLetter, DeadLetterWriteFailed};
 use crate::event::{Outcome, RecordEvent};
 use crate::handler::{panic_message, HandlerError};
@@ -52,6 +53,65 @@ impl Executor {
         self.emit(msg, Outcome::Handled { attempts });
     }
 
+    /// Writes `msg` to the next retry level's topic, when the handler has
+    /// one left for it, and waits for the broker's acknowledgement. `None`
+    /// when there is no next level: the caller dead-letters the record. A
+    /// write that fails for good is fatal, with the record uncommitted.
+    pub(crate) async fn to_retry_topic(
+        &self,
+        msg: &Message,
+        history: &History,
+        error: &HandlerError,
+        attempts: u32,
+        first_failure: SystemTime,
+    ) -> Option<Finish> {
+        let writer = self.retry_writer.as_ref()?;
+        let level = history.level + 1;
+        let topic = self.spec.retry_topic(&self.source_topic, level)?;
+        let delay = *self.spec.policy.retry_topics().get(level - 1)?;
+        let chain = error.chain_message();
+        let handoff = Handoff {
+            topic: &topic,
+            history,
+            attempts,
+            first_failure,
+            error_chain: &chain,
+            delay,
+        };
+        let key = KeyDisplay(msg.key());
+        match writer.write(msg, &handoff).await {
+            Ok(()) => {
+                tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, attempts, retry_topic = %topic, level, due_in = ?delay, error = %chain, "retryable error; record sent to the retry topic");
+                self.emit(
+                    msg,
+                    Outcome::RetryScheduled {
+                        attempts,
+                        level,
+                        topic: topic.clone(),
+                        delay,
+                    },
+                );
+                Some(Finish::Done(Done::RetryTopic))
+            }
+            Err(e) => {
+                tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, retry_topic = %topic, error = %e, "cannot write to the retry topic; stopping so the record is not lost");
+                let error = HandlerError::new(RetryWriteFailed {
+                    topic,
+                    original: chain,
+                    source: e,
+                });
+                self.emit(
+                    msg,
+                    Outcome::Fatal {
+                        attempts,
+                        error: error.chain_message(),
+                    },
+                );
+                Some(Finish::Fatal(error))
+            }
+        }
+    }
+
     /// Writes `msg` to its dead-letter topic and waits for the write to be
     /// acknowledged. The record is finished only then; a write that fails
     /// for good is fatal, with the record uncommitted.
@@ -64,7 +124,7 @@ impl Executor {
         first_failure: SystemTime,
         last_failure: SystemTime,
     ) -> Finish {
-        let topic = self.spec.dead_letter_topic(msg.topic());
+        let topic = self.spec.dead_letter_topic(&self.source_topic);
         let dl = DeadLetter {
             topic: &topic,
             consumer_group: &self.group,
@@ -99,9 +159,7 @@ impl Executor {
                         dead_letter_topic: topic.clone(),
                     },
                 );
-                Finish::Done {
-                    dead_lettered: true,
-                }
+                Finish::Done(Done::DeadLettered)
             }
             Err(e) => {
                 self.metrics.dead_letter_failures.increment(1);
@@ -186,13 +244,16 @@ mod tests {
             group: Arc::from("g"),
             states: None,
             metrics: crate::telemetry::metrics::RecordMetrics::none(),
+            retry_level: 0,
+            source_topic: Arc::from("t"),
+            retry_writer: None,
         };
         let msg = Message::new("orders", 0, 3).with_payload(r#"{"id": 1, "amount": "#);
         let first = executor.start(&msg);
         let finish = executor
             .process(&msg, first, &CancellationToken::new())
             .await;
-        assert!(matches!(finish, Finish::Done { .. }));
+        assert!(matches!(finish, Finish::Done(_)));
         let letters = sink.0.lock().expect("lock").clone();
         assert_eq!(
             letters,

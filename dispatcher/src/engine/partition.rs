@@ -2,7 +2,7 @@
 //! lane, runs them within the in-flight caps, and publishes the watermark.
 
 use super::backlog::Backlog;
-use super::execute::{Executor, Finish, FirstAttempt};
+use super::execute::{Done, Executor, Finish, FirstAttempt};
 use super::lanes::{LaneId, Lanes};
 use super::limit::{Limit, Slots};
 use super::stop::Stop;
@@ -165,6 +165,7 @@ struct Counts {
     received: u64,
     handled: u64,
     dead_lettered: u64,
+    retry_topic: u64,
     /// Records that left without finishing (dropped or abandoned), or
     /// finished fatal.
     left: u64,
@@ -214,7 +215,11 @@ impl Worker {
             let Some(msg) = self.lanes.admit(msg) else {
                 continue;
             };
-            if !self.halted && self.ready.is_empty() && self.slots.try_take() {
+            if !self.halted
+                && self.ready.is_empty()
+                && self.not_due_for(&msg).is_none()
+                && self.slots.try_take()
+            {
                 self.run_record(msg, running, false);
             } else {
                 let id = self.lanes.id(&msg);
@@ -222,6 +227,16 @@ impl Worker {
                 self.ready.push_back(msg);
             }
         }
+    }
+
+    /// How long `msg` must still wait: a record of a retry topic is not
+    /// handled before the time its `retry.due` header names.
+    fn not_due_for(&self, msg: &Message) -> Option<Duration> {
+        if self.cx.executor.retry_level == 0 {
+            return None;
+        }
+        let due = crate::dead_letter::retry::due(msg)?;
+        due.duration_since(std::time::SystemTime::now()).ok()
     }
 
     /// The consumer delivered an offset at or below one it delivered
@@ -266,13 +281,7 @@ impl Worker {
         if let FirstAttempt::Handled = first {
             // The fast path: no lane was needed, no task, no allocation.
             self.scope.executor.handled(&msg, 1);
-            self.complete(
-                msg,
-                Finish::Done {
-                    dead_lettered: false,
-                },
-                lane_open,
-            );
+            self.complete(msg, Finish::Done(Done::Handled), lane_open);
             return;
         }
         let lane = if lane_open {
@@ -310,11 +319,11 @@ impl Worker {
     fn complete(&mut self, msg: Message, finish: Finish, lane_open: bool) {
         self.slots.give_back(1);
         match finish {
-            Finish::Done { dead_lettered } => {
-                if dead_lettered {
-                    self.counts.dead_lettered += 1;
-                } else {
-                    self.counts.handled += 1;
+            Finish::Done(done) => {
+                match done {
+                    Done::Handled => self.counts.handled += 1,
+                    Done::DeadLettered => self.counts.dead_lettered += 1,
+                    Done::RetryTopic => self.counts.retry_topic += 1,
                 }
                 if let Some(next) = self.tracker.finish(msg.offset(), msg.generation) {
                     self.shared.committable.store(next, AtomicOrdering::Release);
@@ -368,7 +377,10 @@ impl Worker {
         if c.dead_lettered > 0 {
             m.dead_lettered.increment(c.dead_lettered);
         }
-        let gone = c.handled + c.dead_lettered + c.left;
+        if c.retry_topic > 0 {
+            m.retry_topic.increment(c.retry_topic);
+        }
+        let gone = c.handled + c.dead_lettered + c.retry_topic + c.left;
         if gone > 0 {
             self.cx.gauges.in_flight.decrement(gone as f64);
         }
@@ -390,6 +402,17 @@ impl Worker {
             self.recover("it holds no unfinished record");
             return;
         };
+        // A retry topic's record waiting to be due is not stalled.
+        if self
+            .ready
+            .front()
+            .is_some_and(|m| m.offset() == offset && self.not_due_for(m).is_some())
+        {
+            self.head = Some((offset, now));
+            self.cx.gauges.oldest_age.set(0.0);
+            self.recover("its oldest record waits to be due");
+            return;
+        }
         let since = match self.head {
             Some((o, since)) if o == offset => since,
             _ => {
@@ -464,6 +487,7 @@ impl Worker {
         let stop = self.scope.stop.clone();
         let mut running: Running = FuturesUnordered::new();
         let mut waiting: Option<BoxFuture<'static, ()>> = None;
+        let mut due_wait: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut stopping = false;
         let drain = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain);
@@ -471,7 +495,19 @@ impl Worker {
             tokio::time::interval(STALL_CHECK_EVERY.min(self.cx.stall_timeout / 2));
         stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            while !self.halted && !stopping && waiting.is_none() && !self.ready.is_empty() {
+            while !self.halted
+                && !stopping
+                && waiting.is_none()
+                && due_wait.is_none()
+                && !self.ready.is_empty()
+            {
+                // A retry topic's partition waits for its next record to be
+                // due (the ones behind it are due no earlier), without a
+                // slot and without holding up the poll loop.
+                if let Some(wait) = self.ready.front().and_then(|m| self.not_due_for(m)) {
+                    due_wait = Some(Box::pin(tokio::time::sleep(wait)));
+                    break;
+                }
                 if self.slots.try_take() {
                     self.start(&mut running);
                 } else {
@@ -509,6 +545,9 @@ impl Worker {
                         drain.as_mut().reset(tokio::time::Instant::now() + self.cx.drain_timeout);
                     }
                 },
+                () = async { match due_wait.as_mut() { Some(w) => w.await, None => std::future::pending().await } }, if due_wait.is_some() => {
+                    due_wait = None;
+                }
                 _ = stall_check.tick() => self.check_stall(&running),
                 () = &mut drain, if stopping => {
                     tracing::warn!(topic = &*self.topic, partition = self.partition, abandoned = running.len(), drain_timeout = ?self.cx.drain_timeout, "drain timed out; the unfinished records are not committed and will be delivered again");

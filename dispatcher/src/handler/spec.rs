@@ -125,6 +125,35 @@ impl HandlerSpec {
         }
     }
 
+    /// The retry topic of level `level` (1 for the first) of `topic`:
+    /// `<topic>.retry.<delay>`, e.g. `orders.retry.30s`; `None` past the
+    /// last level or without retry topics.
+    pub fn retry_topic(&self, topic: &str, level: usize) -> Option<String> {
+        let delay = self.policy.retry_topics().get(level.checked_sub(1)?)?;
+        Some(topic::retry_topic(
+            topic,
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        ))
+    }
+
+    /// Every topic the handler reads, with its retry level: its own topics
+    /// (level 0), then their retry topics.
+    pub fn read_topics(&self) -> Vec<(String, usize, &'static str)> {
+        let mut all: Vec<(String, usize, &'static str)> = self
+            .topics
+            .iter()
+            .map(|t| ((*t).to_owned(), 0, *t))
+            .collect();
+        for t in self.topics {
+            for level in 1..=self.policy.retry_topics().len() {
+                if let Some(r) = self.retry_topic(t, level) {
+                    all.push((r, level, *t));
+                }
+            }
+        }
+        all
+    }
+
     /// Checks the spec with the attribute's rules: topic names, dead-letter
     /// topics (a long topic can push `<topic>.DLT` over Kafka's limit), and
     /// policy values. The macro checks what it can see at compile time;
@@ -147,6 +176,11 @@ impl HandlerSpec {
         }
         if let Some(t) = self.policy.dead_letter_topic() {
             topic::check(t).map_err(|e| invalid(format!("dead_letter_topic: {e}")))?;
+        }
+        for (t, level, _) in self.read_topics() {
+            if level > 0 {
+                topic::check(&t).map_err(|e| invalid(format!("retry topic: {e}")))?;
+            }
         }
         self.policy.check().map_err(invalid)
     }

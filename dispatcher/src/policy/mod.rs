@@ -57,6 +57,7 @@ pub struct Policy {
     ordering: OrderingMode,
     concurrency: Option<usize>,
     dead_letter_topic: Option<&'static str>,
+    retry_topics: &'static [Duration],
 }
 
 impl std::fmt::Debug for dyn Classify {
@@ -84,6 +85,7 @@ impl Policy {
         ordering: OrderingMode::Key,
         concurrency: None,
         dead_letter_topic: None,
+        retry_topics: &[],
     };
 
     /// Errors that retry (replaces the default, `std::io::Error`; a
@@ -142,6 +144,29 @@ impl Policy {
     pub const fn with_concurrency(mut self, limit: usize) -> Self {
         self.concurrency = Some(limit);
         self
+    }
+
+    /// Retry topics: a record that failed with a retryable error
+    /// `max_attempts` times is written to the next level's topic
+    /// (`<topic>.retry.<delay>`, see [`HandlerSpec::retry_topic`]) and its
+    /// offset committed once the write is acknowledged, so a slow retry
+    /// never holds up its partition; it is handled again when its delay
+    /// has passed, and after the last level it is dead-lettered with its
+    /// whole history. At least one delay, strictly ascending. Records that
+    /// go through retry topics lose their order with the records of the
+    /// same key: when order matters, retry in place (a longer `backoff`
+    /// and more `max_attempts`) instead.
+    ///
+    /// [`HandlerSpec::retry_topic`]: crate::handler::HandlerSpec::retry_topic
+    #[must_use]
+    pub const fn with_retry_topics(mut self, delays: &'static [Duration]) -> Self {
+        self.retry_topics = delays;
+        self
+    }
+
+    /// The delays of the retry levels (empty: retries only in place).
+    pub fn retry_topics(&self) -> &'static [Duration] {
+        self.retry_topics
     }
 
     /// Where this handler's dead letters go, instead of `<topic>.DLT`.
@@ -212,6 +237,14 @@ impl Policy {
         }
         if let Some(t) = self.timeout {
             rules::check_timeout(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))?;
+        }
+        if !self.retry_topics.is_empty() {
+            let ms: Vec<u64> = self
+                .retry_topics
+                .iter()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .collect();
+            rules::check_retry_delays(&ms).map_err(|(i, m)| format!("retry_topics[{i}]: {m}"))?;
         }
         Ok(())
     }

@@ -67,7 +67,7 @@ pub(crate) fn describe() {
     describe_counter!(
         RECORDS_FINISHED,
         Unit::Count,
-        "Records finished, by topic, handler and outcome (handled, dead_lettered, fatal)."
+        "Records finished, by topic, handler and outcome (handled, dead_lettered, retry_topic, fatal)."
     );
     describe_counter!(
         RETRIES,
@@ -149,6 +149,8 @@ pub(crate) struct RecordMetrics {
     pub(crate) received: Counter,
     pub(crate) handled: Counter,
     pub(crate) dead_lettered: Counter,
+    /// Records written to a retry topic.
+    pub(crate) retry_topic: Counter,
     pub(crate) fatal: Counter,
     pub(crate) retries: Counter,
     pub(crate) duration: Histogram,
@@ -165,6 +167,7 @@ impl RecordMetrics {
             received: counter!(RECORDS_RECEIVED, "topic" => t.clone(), "handler" => h.clone()),
             handled: finished("handled"),
             dead_lettered: finished("dead_lettered"),
+            retry_topic: finished("retry_topic"),
             fatal: finished("fatal"),
             retries: counter!(RETRIES, "topic" => t.clone(), "handler" => h.clone()),
             duration: histogram!(HANDLER_DURATION, "topic" => t.clone(), "handler" => h.clone()),
@@ -180,6 +183,7 @@ impl RecordMetrics {
             received: Counter::noop(),
             handled: Counter::noop(),
             dead_lettered: Counter::noop(),
+            retry_topic: Counter::noop(),
             fatal: Counter::noop(),
             retries: Counter::noop(),
             duration: Histogram::noop(),

@@ -34,6 +34,7 @@ impl Classify for NeverMind {
     ordering = partition,
     concurrency = 16,
     dead_letter_topic = "orders.DLT",
+    retry_topics = ["1s", "30s", "5m"],
     crate = ::dispatcher,
 )]
 async fn on_order() -> Result<(), anyhow::Error> {
@@ -59,6 +60,16 @@ fn main() {
     assert_eq!(policy.ordering(), OrderingMode::Partition);
     assert_eq!(policy.concurrency(), Some(16));
     assert_eq!(policy.dead_letter_topic(), Some("orders.DLT"));
+    assert_eq!(
+        policy.retry_topics(),
+        &[
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Duration::from_secs(300)
+        ]
+    );
+    assert_eq!(spec.retry_topic("orders", 2).as_deref(), Some("orders.retry.30s"));
+    assert_eq!(spec.retry_topic("orders", 4), None);
     let classify = |e: HandlerError| policy.classify(&e);
     assert_eq!(
         classify(HandlerError::new(ConfigError)),

@@ -1,0 +1,162 @@
+//! Retry topics: a record that used up its attempts in place goes to the
+//! next level's topic, with headers that carry its history, is handled
+//! there no earlier than it is due, and after the last level goes to the
+//! dead-letter topic with every attempt counted.
+
+use dispatcher::dead_letter::headers;
+use dispatcher::event::Outcome;
+use dispatcher::testing::TestKit;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// When each attempt at a payload ran.
+type Calls = HashMap<String, Vec<(Instant, SystemTime)>>;
+
+static CALLS: Mutex<Option<Calls>> = Mutex::new(None);
+
+/// `always` fails with an I/O error every time; `once` fails its first
+/// attempt only.
+#[dispatcher::kafka_handler(
+    topic = "it-retry-topics",
+    retry = std::io::Error,
+    max_attempts = 1,
+    retry_topics = ["300ms", "600ms"]
+)]
+async fn flaky(body: &str) -> std::io::Result<()> {
+    let calls = {
+        let mut all = CALLS.lock().expect("lock");
+        let calls = all
+            .get_or_insert_with(HashMap::new)
+            .entry(body.to_owned())
+            .or_default();
+        calls.push((Instant::now(), SystemTime::now()));
+        calls.len()
+    };
+    if body.starts_with("always") || (body.starts_with("once") && calls == 1) {
+        return Err(std::io::Error::other(format!(
+            "gateway down (call {calls})"
+        )));
+    }
+    Ok(())
+}
+
+fn calls(body: &str) -> Vec<(Instant, SystemTime)> {
+    CALLS
+        .lock()
+        .expect("lock")
+        .as_ref()
+        .and_then(|m| m.get(body).cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topic() {
+    let kit = TestKit::start(TestKit::builder().topics(["it-retry-topics"]))
+        .await
+        .expect("start");
+    let (partition, offset) = kit
+        .publish("it-retry-topics", Some("k-1"), "always-1")
+        .await
+        .expect("publish");
+    let (p_once, o_once) = kit
+        .publish("it-retry-topics", Some("k-2"), "once-1")
+        .await
+        .expect("publish");
+
+    // The source record is finished once it is on the first retry topic.
+    let first = kit
+        .outcome(
+            "it-retry-topics",
+            partition,
+            offset,
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("an outcome");
+    assert!(
+        matches!(&first, Outcome::RetryScheduled { attempts: 1, level: 1, topic, .. } if topic == "it-retry-topics.retry.300ms"),
+        "{first:?}"
+    );
+
+    let letters = kit
+        .dead_letters("it-retry-topics.DLT", 1, Duration::from_secs(30))
+        .await
+        .expect("the dead letter after the last level");
+    let (record, info) = &letters[0];
+    assert_eq!(record.payload.as_deref(), Some(b"always-1".as_slice()));
+    assert_eq!(record.key.as_deref(), Some(b"k-1".as_slice()));
+    assert_eq!(
+        (
+            info.original_topic.as_str(),
+            info.original_partition,
+            info.original_offset
+        ),
+        ("it-retry-topics", partition, offset),
+        "the dead letter names the record it started as"
+    );
+    assert_eq!(info.reason, "retries-exhausted");
+    assert_eq!(info.attempts, 3, "one attempt at each of three reads");
+    assert_eq!(record.header(headers::RETRY_LEVEL).as_deref(), Some("2"));
+
+    // Each level's attempt ran no earlier than it was due.
+    let attempts = calls("always-1");
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(attempts[1].0 - attempts[0].0 >= Duration::from_millis(300));
+    assert!(attempts[2].0 - attempts[1].0 >= Duration::from_millis(600));
+
+    // The first level's record carries the history.
+    let level1 = kit
+        .read("it-retry-topics.retry.300ms", 2, Duration::from_secs(30))
+        .await
+        .expect("the first level's records");
+    let r = level1
+        .iter()
+        .find(|r| r.payload.as_deref() == Some(b"always-1".as_slice()))
+        .expect("the record at level 1");
+    assert_eq!(r.header(headers::RETRY_LEVEL).as_deref(), Some("1"));
+    assert_eq!(r.header(headers::RETRY_ATTEMPTS).as_deref(), Some("1"));
+    assert_eq!(
+        r.header(headers::RETRY_ORIGINAL_TOPIC).as_deref(),
+        Some("it-retry-topics")
+    );
+    assert_eq!(
+        r.header(headers::RETRY_ORIGINAL_OFFSET),
+        Some(offset.to_string())
+    );
+    assert!(r
+        .header(headers::RETRY_LAST_ERROR)
+        .is_some_and(|e| e.contains("gateway down (call 1)")));
+    let first_failed = attempts[0]
+        .1
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970");
+    let due: u128 = r
+        .header(headers::RETRY_DUE)
+        .and_then(|d| d.parse().ok())
+        .expect("a due time");
+    assert!(
+        due >= first_failed.as_millis() + 300,
+        "due {due}, failed {first_failed:?}"
+    );
+
+    // `once` succeeded at the first level: handled, no dead letter.
+    assert_eq!(calls("once-1").len(), 2);
+    kit.wait_committed_to_end("it-retry-topics", Duration::from_secs(30))
+        .await
+        .expect("the source topic is committed to its end");
+    kit.wait_committed_to_end("it-retry-topics.retry.300ms", Duration::from_secs(30))
+        .await
+        .expect("the first level is committed to its end");
+    let once_outcome = kit
+        .outcome("it-retry-topics", p_once, o_once, Duration::from_secs(5))
+        .await
+        .expect("an outcome");
+    assert!(matches!(once_outcome, Outcome::RetryScheduled { .. }));
+    let all = kit
+        .read("it-retry-topics.DLT", 1, Duration::from_secs(5))
+        .await
+        .expect("read");
+    assert_eq!(all.len(), 1, "only `always` was dead-lettered");
+    kit.shutdown().await.expect("clean shutdown");
+}

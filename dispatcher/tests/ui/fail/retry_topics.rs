@@ -1,0 +1,23 @@
+use dispatcher::kafka_handler;
+
+#[kafka_handler(topic = "orders", retry_topics = ["30s", "10s"])]
+async fn descending() -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+#[kafka_handler(topic = "orders", retry_topics = [])]
+async fn empty() -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+#[kafka_handler(topic = "orders", retry_topics = ["1s", "5 minutes"])]
+async fn malformed() -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+#[kafka_handler(topic = "orders", retry_topics = "1s")]
+async fn not_a_list() -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+fn main() {}
