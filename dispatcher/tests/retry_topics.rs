@@ -160,3 +160,69 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
     assert_eq!(all.len(), 1, "only `always` was dead-lettered");
     kit.shutdown().await.expect("clean shutdown");
 }
+
+/// Fails every time.
+#[dispatcher::kafka_handler(
+    topic = "it-retry-restart",
+    retry = std::io::Error,
+    max_attempts = 1,
+    retry_topics = ["2s", "3s"]
+)]
+async fn failing(body: &str) -> std::io::Result<()> {
+    CALLS
+        .lock()
+        .expect("lock")
+        .get_or_insert_with(HashMap::new)
+        .entry(body.to_owned())
+        .or_default()
+        .push((Instant::now(), SystemTime::now()));
+    Err(std::io::Error::other("still down"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_and_due_times_carry_across_a_restart() {
+    let group = format!("it-retry-restart-{}", std::process::id());
+    let builder = || {
+        TestKit::builder()
+            .topics(["it-retry-restart"])
+            .group_id(group.clone())
+    };
+    let kit = TestKit::start(builder()).await.expect("start");
+    let (partition, offset) = kit
+        .publish("it-retry-restart", Some("k"), "restart-1")
+        .await
+        .expect("publish");
+    let first = kit
+        .outcome(
+            "it-retry-restart",
+            partition,
+            offset,
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("an outcome");
+    assert!(
+        matches!(first, Outcome::RetryScheduled { level: 1, .. }),
+        "{first:?}"
+    );
+    // Stop while the record waits on the first level (due in 2 s).
+    kit.shutdown().await.expect("clean shutdown");
+    assert_eq!(calls("restart-1").len(), 1);
+
+    let kit = TestKit::start(builder()).await.expect("restart");
+    let letters = kit
+        .dead_letters("it-retry-restart.DLT", 1, Duration::from_secs(60))
+        .await
+        .expect("the dead letter after the last level");
+    let (_, info) = &letters[0];
+    assert_eq!(info.attempts, 3, "attempts counted across the restart");
+    assert_eq!(
+        (info.original_partition, info.original_offset),
+        (partition, offset)
+    );
+    let attempts = calls("restart-1");
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(attempts[1].1.duration_since(attempts[0].1).expect("later") >= Duration::from_secs(2));
+    assert!(attempts[2].1.duration_since(attempts[1].1).expect("later") >= Duration::from_secs(3));
+    kit.shutdown().await.expect("clean shutdown");
+}
