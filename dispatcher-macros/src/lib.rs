@@ -59,6 +59,7 @@ use proc_macro::TokenStream;
 ///                                                  `<topic>.retry.<delay>` of the next level, and after the
 ///                                                  last level to the dead-letter topic. Gives up per-key
 ///                                                  order for those records: retry in place when order matters
+///              | "retry_topic_name" = "<pattern>"  default "{topic}.retry.{delay}"; also {level} (1, 2, ...)
 ///              | "crate" = path                    where the dispatcher crate is (default ::dispatcher)
 /// topics      := "<topic>" | [ "<topic>", ... ]    at least one
 /// types       := Type | [ Type, ... ]              `[]` is allowed: `retry = []` retries nothing

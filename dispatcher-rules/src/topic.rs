@@ -39,13 +39,57 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}{DEAD_LETTER_SUFFIX}")
 }
 
-/// The retry topic of `topic` for a level with this delay:
-/// `<topic>.retry.<delay>`, e.g. `orders.retry.30s`.
-pub fn retry_topic(topic: &str, delay_ms: u64) -> String {
-    format!(
-        "{topic}.retry.{}",
-        crate::duration::format(std::time::Duration::from_millis(delay_ms))
-    )
+/// How retry topics are named unless a handler says otherwise:
+/// `orders.retry.30s`.
+pub const DEFAULT_RETRY_TOPIC_NAME: &str = "{topic}.retry.{delay}";
+
+/// The retry topic of `topic` at `level` (1 for the first), whose delay is
+/// `delay_ms`, named by `pattern`: `{topic}`, `{level}` and `{delay}` (as
+/// written in the attribute, e.g. `30s`) are replaced.
+pub fn retry_topic(pattern: &str, topic: &str, level: usize, delay_ms: u64) -> String {
+    pattern
+        .replace("{topic}", topic)
+        .replace("{level}", &level.to_string())
+        .replace(
+            "{delay}",
+            &crate::duration::format(std::time::Duration::from_millis(delay_ms)),
+        )
+}
+
+/// Checks a retry-topic name pattern: only `{topic}`, `{level}` and
+/// `{delay}` placeholders, `{level}` or `{delay}` so that levels differ,
+/// `{topic}` when the handler reads several topics, and valid topic names
+/// for `topics`.
+pub fn check_retry_topic_name(pattern: &str, topics: &[&str]) -> Result<(), String> {
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in retry topic name {pattern:?}"))?;
+        let name = &rest[open + 1..open + close];
+        if !matches!(name, "topic" | "level" | "delay") {
+            return Err(format!(
+                "unknown placeholder `{{{name}}}` in retry topic name {pattern:?}: use {{topic}}, {{level}} and {{delay}}"
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if !pattern.contains("{level}") && !pattern.contains("{delay}") {
+        return Err(format!(
+            "retry topic name {pattern:?} is the same at every level: put `{{level}}` or `{{delay}}` in it"
+        ));
+    }
+    if topics.len() > 1 && !pattern.contains("{topic}") {
+        return Err(format!(
+            "retry topic name {pattern:?} is the same for every topic of the handler: put `{{topic}}` in it"
+        ));
+    }
+    for t in topics {
+        check(&retry_topic(pattern, t, 1, 3_600_000)).map_err(|e| {
+            format!("retry topic name {pattern:?} gives an invalid topic for {t:?}: {e}")
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks a topic and the default dead-letter topic derived from it, for a
@@ -102,5 +146,27 @@ mod tests {
         assert_eq!(check(&long), Ok(()));
         let err = check_with_dead_letter(&long).expect_err("dead-letter topic too long");
         assert!(err.contains("dead_letter_topic"), "{err}");
+    }
+
+    #[test]
+    fn retry_topic_names_follow_their_pattern_and_bad_patterns_say_why() {
+        assert_eq!(
+            retry_topic(DEFAULT_RETRY_TOPIC_NAME, "orders", 2, 30_000),
+            "orders.retry.30s"
+        );
+        assert_eq!(
+            retry_topic("{topic}-retry-{level}", "orders", 2, 30_000),
+            "orders-retry-2"
+        );
+        assert!(check_retry_topic_name("{topic}-retry-{level}", &["a", "b"]).is_ok());
+        assert!(check_retry_topic_name("orders-retry-{level}", &["orders"]).is_ok());
+        let same = check_retry_topic_name("orders-retry", &["orders"]).expect_err("one name");
+        assert!(same.contains("every level"), "{same}");
+        let shared = check_retry_topic_name("retry-{level}", &["a", "b"]).expect_err("shared");
+        assert!(shared.contains("{topic}"), "{shared}");
+        let unknown = check_retry_topic_name("{topic}.{attempt}", &["a"]).expect_err("unknown");
+        assert!(unknown.contains("{attempt}"), "{unknown}");
+        let invalid = check_retry_topic_name("{topic} retry {level}", &["a"]).expect_err("space");
+        assert!(invalid.contains("invalid"), "{invalid}");
     }
 }

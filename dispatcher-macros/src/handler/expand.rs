@@ -207,6 +207,9 @@ fn policy(krate: &TokenStream, attr: &HandlerAttr) -> (TokenStream, TokenStream)
     if let Some(topic) = &attr.dead_letter_topic {
         chain.extend(quote!(.with_dead_letter_topic(#topic)));
     }
+    if let Some(pattern) = &attr.retry_topic_name {
+        chain.extend(quote!(.with_retry_topic_name(#pattern)));
+    }
     if let Some(delays) = &attr.retry_topics {
         let delays = delays.iter().map(|d| duration(*d));
         chain.extend(quote!(.with_retry_topics(&[#(#delays),*])));

@@ -25,6 +25,7 @@ pub(crate) const KEYS: &[&str] = &[
     "concurrency",
     "dead_letter_topic",
     "retry_topics",
+    "retry_topic_name",
     "crate",
 ];
 
@@ -49,6 +50,8 @@ pub(crate) struct HandlerAttr {
     pub(crate) dead_letter_topic: Option<LitStr>,
     /// Delays of the retry levels in milliseconds.
     pub(crate) retry_topics: Option<Vec<u64>>,
+    /// The pattern retry topics are named by.
+    pub(crate) retry_topic_name: Option<LitStr>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -134,6 +137,19 @@ fn parse_value(
         }
         "dead_letter_topic" => attr.dead_letter_topic = diag.take(parse_topic.parse2(value)),
         "retry_topics" => attr.retry_topics = diag.take(parse_retry_topics.parse2(value)),
+        "retry_topic_name" => {
+            attr.retry_topic_name = diag.take(
+                (|i: ParseStream| {
+                    i.parse::<LitStr>().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "expected a name pattern in quotes, e.g. \"{topic}-retry-{level}\"",
+                        )
+                    })
+                })
+                .parse2(value),
+            )
+        }
         "crate" => attr.krate = diag.take(parse_path.parse2(value)),
         _ => unreachable!("canonical_key returns only known keys"),
     }

@@ -7,7 +7,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::visit_mut::VisitMut;
-use syn::{FnArg, GenericArgument, GenericParam, ItemFn, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericArgument, GenericParam, ItemFn, LitStr, PathArguments, ReturnType, Type};
 
 /// What the expansion needs to know about the handler function.
 pub(crate) struct HandlerFn {
@@ -40,6 +40,22 @@ pub(crate) fn validate_attr(attr: &HandlerAttr, diag: &mut Diagnostics) {
                          in one of them only (`fatal` is checked first)"
                     ),
                 ));
+            }
+        }
+    }
+    if let Some(pattern) = &attr.retry_topic_name {
+        if attr.retry_topics.is_none() {
+            diag.error(
+                pattern.span(),
+                "`retry_topic_name` names retry topics, but there are none: add `retry_topics = [\"1s\", \"30s\"]`",
+            );
+        } else if let Some(topics) = &attr.topics {
+            let names: Vec<String> = topics.iter().map(LitStr::value).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            if let Err(message) =
+                dispatcher_rules::topic::check_retry_topic_name(&pattern.value(), &names)
+            {
+                diag.error(pattern.span(), message);
             }
         }
     }

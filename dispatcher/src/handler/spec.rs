@@ -131,7 +131,9 @@ impl HandlerSpec {
     pub fn retry_topic(&self, topic: &str, level: usize) -> Option<String> {
         let delay = self.policy.retry_topics().get(level.checked_sub(1)?)?;
         Some(topic::retry_topic(
+            self.policy.retry_topic_name(),
             topic,
+            level,
             u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         ))
     }
@@ -176,6 +178,10 @@ impl HandlerSpec {
         }
         if let Some(t) = self.policy.dead_letter_topic() {
             topic::check(t).map_err(|e| invalid(format!("dead_letter_topic: {e}")))?;
+        }
+        if !self.policy.retry_topics().is_empty() {
+            topic::check_retry_topic_name(self.policy.retry_topic_name(), self.topics)
+                .map_err(|e| invalid(format!("retry_topic_name: {e}")))?;
         }
         for (t, level, _) in self.read_topics() {
             if level > 0 {

@@ -58,6 +58,7 @@ pub struct Policy {
     concurrency: Option<usize>,
     dead_letter_topic: Option<&'static str>,
     retry_topics: &'static [Duration],
+    retry_topic_name: Option<&'static str>,
 }
 
 impl std::fmt::Debug for dyn Classify {
@@ -86,6 +87,7 @@ impl Policy {
         concurrency: None,
         dead_letter_topic: None,
         retry_topics: &[],
+        retry_topic_name: None,
     };
 
     /// Errors that retry (replaces the default, `std::io::Error`; a
@@ -162,6 +164,21 @@ impl Policy {
     pub const fn with_retry_topics(mut self, delays: &'static [Duration]) -> Self {
         self.retry_topics = delays;
         self
+    }
+
+    /// How the retry topics are named instead of `{topic}.retry.{delay}`:
+    /// `{topic}`, `{level}` (1 for the first) and `{delay}` (e.g. `30s`)
+    /// are replaced, e.g. `"{topic}-retry-{level}"`.
+    #[must_use]
+    pub const fn with_retry_topic_name(mut self, pattern: &'static str) -> Self {
+        self.retry_topic_name = Some(pattern);
+        self
+    }
+
+    /// The pattern retry topics are named by.
+    pub fn retry_topic_name(&self) -> &'static str {
+        self.retry_topic_name
+            .unwrap_or(dispatcher_rules::topic::DEFAULT_RETRY_TOPIC_NAME)
     }
 
     /// The delays of the retry levels (empty: retries only in place).

@@ -20,4 +20,14 @@ async fn not_a_list() -> Result<(), std::io::Error> {
     Ok(())
 }
 
+#[kafka_handler(topic = "orders", retry_topics = ["1s"], retry_topic_name = "{topic}.{attempt}")]
+async fn unknown_placeholder() -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+#[kafka_handler(topic = "orders", retry_topic_name = "{topic}-retry-{level}")]
+async fn name_without_levels() -> Result<(), std::io::Error> {
+    Ok(())
+}
+
 fn main() {}

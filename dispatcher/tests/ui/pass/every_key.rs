@@ -35,6 +35,7 @@ impl Classify for NeverMind {
     concurrency = 16,
     dead_letter_topic = "orders.DLT",
     retry_topics = ["1s", "30s", "5m"],
+    retry_topic_name = "{topic}-retry-{level}",
     crate = ::dispatcher,
 )]
 async fn on_order() -> Result<(), anyhow::Error> {
@@ -68,7 +69,7 @@ fn main() {
             Duration::from_secs(300)
         ]
     );
-    assert_eq!(spec.retry_topic("orders", 2).as_deref(), Some("orders.retry.30s"));
+    assert_eq!(spec.retry_topic("orders", 2).as_deref(), Some("orders-retry-2"));
     assert_eq!(spec.retry_topic("orders", 4), None);
     let classify = |e: HandlerError| policy.classify(&e);
     assert_eq!(
