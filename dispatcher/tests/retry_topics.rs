@@ -140,8 +140,16 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
         "due {due}, failed {first_failed:?}"
     );
 
-    // `once` succeeded at the first level: handled, no dead letter.
+    // `once` succeeded at the first level: handled, no dead letter, and
+    // its attempts count both reads.
     assert_eq!(calls("once-1").len(), 2);
+    let handled_once = kit.final_outcomes("it-retry-topics.retry.300ms");
+    assert!(
+        handled_once
+            .values()
+            .any(|o| matches!(o, Outcome::Handled { attempts: 2 })),
+        "{handled_once:?}"
+    );
     kit.wait_committed_to_end("it-retry-topics", Duration::from_secs(30))
         .await
         .expect("the source topic is committed to its end");

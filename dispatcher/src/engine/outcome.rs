@@ -40,8 +40,16 @@ impl Executor {
         }
     }
 
-    /// Records that `msg` was handled after `attempts` attempts.
+    /// Records that `msg` was handled after `attempts` attempts in this
+    /// read (plus those of earlier reads, for a record of a retry topic).
     pub(crate) fn handled(&self, msg: &Message, attempts: u32) {
+        let attempts = if self.retry_level > 0 {
+            History::of(msg, self.retry_level)
+                .attempts
+                .saturating_add(attempts)
+        } else {
+            attempts
+        };
         tracing::debug!(
             topic = msg.topic(),
             partition = msg.partition(),
