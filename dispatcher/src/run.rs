@@ -141,15 +141,22 @@ impl Dispatcher {
             )
             .await?;
         }
+        // The recorder first: every series registered after goes to it.
+        let recorder = match self.settings.metrics_address {
+            Some(_) => Some(crate::telemetry::server::recorder()?),
+            None => None,
+        };
         let health = Arc::new(crate::telemetry::health::Health::new(
             stop.clone(),
             self.groups.keys().cloned(),
         ));
         crate::telemetry::metrics::describe();
         health.refresh();
-        let _server = match self.settings.metrics_address {
-            Some(address) => Some(crate::telemetry::server::start(address, health.clone()).await?),
-            None => None,
+        let _server = match (self.settings.metrics_address, recorder) {
+            (Some(address), Some(handle)) => {
+                Some(crate::telemetry::server::start(address, handle, health.clone()).await?)
+            }
+            _ => None,
         };
         let mut client = self.client_config();
         if self.settings.metrics_address.is_some()

@@ -27,8 +27,9 @@ const GAUGE_IDLE: Duration = Duration::from_secs(30);
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder,
-/// once.
-fn recorder() -> Result<PrometheusHandle> {
+/// once. Call it before registering any series: a handle registered
+/// before holds a no-op.
+pub(crate) fn recorder() -> Result<PrometheusHandle> {
     let installed = RECORDER.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&super::metrics::DURATION_BUCKETS)
@@ -66,9 +67,12 @@ impl Drop for Server {
     }
 }
 
-/// Installs the recorder and starts serving on `address`.
-pub(crate) async fn start(address: SocketAddr, health: Arc<Health>) -> Result<Server> {
-    let handle = recorder()?;
+/// Starts serving `handle`'s metrics and `health` on `address`.
+pub(crate) async fn start(
+    address: SocketAddr,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+) -> Result<Server> {
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
         config_error(
             &address.to_string(),
