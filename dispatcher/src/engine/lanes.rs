@@ -116,6 +116,19 @@ impl Lanes {
 
     /// Drops every waiting record and frees every lane; returns how many
     /// records were dropped.
+    /// Drops the waiting records at or above `offset` (a rewind delivers
+    /// them again) and keeps the ones below, and every lane's place.
+    /// Returns how many were dropped.
+    pub(crate) fn drop_from(&mut self, offset: i64) -> usize {
+        let mut dropped = 0;
+        for waiting in self.keyed.values_mut().chain(self.shared.as_mut()) {
+            let before = waiting.len();
+            waiting.retain(|m| m.offset() < offset);
+            dropped += before - waiting.len();
+        }
+        dropped
+    }
+
     pub(crate) fn clear(&mut self) -> usize {
         let dropped = self.keyed.values().map(VecDeque::len).sum::<usize>()
             + self.shared.as_ref().map_or(0, VecDeque::len);

@@ -242,9 +242,10 @@ impl Worker {
     /// The consumer delivered an offset at or below one it delivered
     /// before: it rewound (log truncation after an unclean leader election,
     /// or an out-of-range offset reset to the earliest). The records from
-    /// `msg` on are new and are handled; the ones waiting from before are
-    /// dropped (the rewound stream delivers their offsets again), and
-    /// nothing is committed past an unhandled record.
+    /// `msg` on are new and are handled; the ones waiting from before at
+    /// or above its offset are dropped (the rewound stream delivers those
+    /// offsets again), the ones below it still run, and nothing is
+    /// committed past an unhandled record.
     fn rewound(&mut self, msg: &Message, last: i64) {
         tracing::error!(
             topic = &*self.topic,
@@ -254,8 +255,24 @@ impl Worker {
             committable = ?self.tracker.committable(),
             "the consumer rewound within an assignment (log truncation or offset reset): records from this offset on are handled as new, and nothing is committed past one not yet handled"
         );
-        self.counts.left += (self.ready.len() + self.lanes.clear()) as u64;
-        self.ready.clear();
+        // The records from `msg` on come again; the ones below it do not,
+        // and still have to run.
+        let from = msg.offset();
+        let mut dropped = self.lanes.drop_from(from);
+        let ready = std::mem::take(&mut self.ready);
+        for m in ready {
+            if m.offset() < from {
+                self.ready.push_back(m);
+                continue;
+            }
+            dropped += 1;
+            // Its lane was open for it: pass the lane on (to nothing
+            // below `from`, since the ones behind it are later).
+            if let Some(next) = self.lanes.release(&m) {
+                self.ready.push_back(next);
+            }
+        }
+        self.counts.left += dropped as u64;
         self.shared.committable.store(
             self.tracker.committable().unwrap_or(-1),
             AtomicOrdering::Release,
@@ -531,9 +548,11 @@ impl Worker {
                 Some((msg, finish)) = running.next(), if !running.is_empty() => self.complete(msg, finish, true),
                 () = async { match waiting.as_mut() { Some(w) => w.await, None => std::future::pending().await } }, if waiting.is_some() => {
                     waiting = None;
-                    if !self.halted && !stopping {
+                    let due = self.ready.front().is_none_or(|m| self.not_due_for(m).is_none());
+                    if !self.halted && !stopping && due {
                         self.start(&mut running);
                     } else {
+                        // Not due yet (the loop waits for it), or stopping.
                         self.slots.give_back(1);
                     }
                 }

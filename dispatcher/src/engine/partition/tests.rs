@@ -327,3 +327,50 @@ async fn a_record_that_holds_up_commits_past_the_stall_timeout_turns_readiness_o
     wait_for("readiness to come back", || health.readiness().ready).await;
     stop_and_wait(handle).await;
 }
+
+/// Holds every record until `open` is set.
+struct Held {
+    open: &'static std::sync::atomic::AtomicBool,
+}
+
+impl Handler for Held {
+    fn call(&self, _msg: Message) -> HandlerFuture<'static> {
+        let open = self.open;
+        Box::pin(async move {
+            while !open.load(AtomicOrdering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewind_keeps_the_waiting_records_below_the_rewind_point() {
+    let open: &'static std::sync::atomic::AtomicBool =
+        Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    let handler: &'static Held = Box::leak(Box::new(Held { open }));
+    // One slot: offset 0 runs (and is held), 1 to 5 wait for the slot.
+    let global = Arc::new(Limit::new(1));
+    let handle = start(context_for(global.clone(), handler, Policy::DEFAULT), 0);
+    hand_over(
+        &handle,
+        (0..6)
+            .map(|o| Message::new("t", 0, o).with_key(format!("k{o}")))
+            .collect(),
+    );
+    wait_for("offset 0 to hold the slot", || global.used() == 1).await;
+    // librdkafka rewinds to offset 3: 3 to 5 come again; 1 and 2 do not.
+    hand_over(
+        &handle,
+        (3..6)
+            .map(|o| Message::new("t", 0, o).with_key(format!("k{o}")))
+            .collect(),
+    );
+    open.store(true, AtomicOrdering::Release);
+    wait_for("every offset below 6 to be finished", || {
+        committable(&handle) == 6
+    })
+    .await;
+    stop_and_wait(handle).await;
+}
