@@ -56,10 +56,10 @@ use proc_macro::TokenStream;
 ///              | "dead_letter_topic" = "<topic>"
 ///              | "retry_topics" = [ duration, ... ] delays of retry levels on Kafka, strictly ascending;
 ///                                                  after `max_attempts` in place a retryable failure goes to
-///                                                  `<topic>.retry.<delay>` of the next level, and after the
+///                                                  `<topic>.<group>.retry.<delay>` of the next level, and after the
 ///                                                  last level to the dead-letter topic. Gives up per-key
 ///                                                  order for those records: retry in place when order matters
-///              | "retry_topic_name" = "<pattern>"  default "{topic}.retry.{delay}"; also {level} (1, 2, ...)
+///              | "retry_topic_name" = "<pattern>"  default "{topic}.{group}.retry.{delay}"; also {level} (1, 2, ...)
 ///              | "crate" = path                    where the dispatcher crate is (default ::dispatcher)
 /// topics      := "<topic>" | [ "<topic>", ... ]    at least one
 /// types       := Type | [ Type, ... ]              `[]` is allowed: `retry = []` retries nothing

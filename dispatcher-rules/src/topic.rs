@@ -40,15 +40,18 @@ pub fn dead_letter_topic(topic: &str) -> String {
 }
 
 /// How retry topics are named unless a handler says otherwise:
-/// `orders.retry.30s`.
-pub const DEFAULT_RETRY_TOPIC_NAME: &str = "{topic}.retry.{delay}";
+/// `orders.billing.retry.30s` for group `billing`. The group keeps two
+/// groups that read one topic from handling each other's retries.
+pub const DEFAULT_RETRY_TOPIC_NAME: &str = "{topic}.{group}.retry.{delay}";
 
-/// The retry topic of `topic` at `level` (1 for the first), whose delay is
-/// `delay_ms`, named by `pattern`: `{topic}`, `{level}` and `{delay}` (as
-/// written in the attribute, e.g. `30s`) are replaced.
-pub fn retry_topic(pattern: &str, topic: &str, level: usize, delay_ms: u64) -> String {
+/// The retry topic of `topic` read by `group` at `level` (1 for the
+/// first), whose delay is `delay_ms`, named by `pattern`: `{topic}`,
+/// `{group}`, `{level}` and `{delay}` (as written in the attribute, e.g.
+/// `30s`) are replaced.
+pub fn retry_topic(pattern: &str, topic: &str, group: &str, level: usize, delay_ms: u64) -> String {
     pattern
         .replace("{topic}", topic)
+        .replace("{group}", group)
         .replace("{level}", &level.to_string())
         .replace(
             "{delay}",
@@ -56,20 +59,25 @@ pub fn retry_topic(pattern: &str, topic: &str, level: usize, delay_ms: u64) -> S
         )
 }
 
-/// Checks a retry-topic name pattern: only `{topic}`, `{level}` and
-/// `{delay}` placeholders, `{level}` or `{delay}` so that levels differ,
-/// `{topic}` when the handler reads several topics, and valid topic names
-/// for `topics`.
-pub fn check_retry_topic_name(pattern: &str, topics: &[&str]) -> Result<(), String> {
+/// Checks a retry-topic name pattern: only `{topic}`, `{group}`, `{level}`
+/// and `{delay}` placeholders, `{level}` or `{delay}` so that levels
+/// differ, `{topic}` when the handler reads several topics, and valid
+/// topic names for `topics` read by `group` (a sample group when it is not
+/// known yet).
+pub fn check_retry_topic_name(
+    pattern: &str,
+    topics: &[&str],
+    group: Option<&str>,
+) -> Result<(), String> {
     let mut rest = pattern;
     while let Some(open) = rest.find('{') {
         let close = rest[open..]
             .find('}')
             .ok_or_else(|| format!("unclosed `{{` in retry topic name {pattern:?}"))?;
         let name = &rest[open + 1..open + close];
-        if !matches!(name, "topic" | "level" | "delay") {
+        if !matches!(name, "topic" | "group" | "level" | "delay") {
             return Err(format!(
-                "unknown placeholder `{{{name}}}` in retry topic name {pattern:?}: use {{topic}}, {{level}} and {{delay}}"
+                "unknown placeholder `{{{name}}}` in retry topic name {pattern:?}: use {{topic}}, {{group}}, {{level}} and {{delay}}"
             ));
         }
         rest = &rest[open + close + 1..];
@@ -85,8 +93,13 @@ pub fn check_retry_topic_name(pattern: &str, topics: &[&str]) -> Result<(), Stri
         ));
     }
     for t in topics {
-        check(&retry_topic(pattern, t, 1, 3_600_000)).map_err(|e| {
-            format!("retry topic name {pattern:?} gives an invalid topic for {t:?}: {e}")
+        check(&retry_topic(pattern, t, group.unwrap_or("group"), 1, 3_600_000)).map_err(|e| {
+            let hint = if pattern.contains("{group}") && group.is_some() {
+                " (the consumer group's name is part of it: choose a retry_topic_name without {group})"
+            } else {
+                ""
+            };
+            format!("retry topic name {pattern:?} gives an invalid topic for {t:?}: {e}{hint}")
         })?;
     }
     Ok(())
@@ -151,22 +164,25 @@ mod tests {
     #[test]
     fn retry_topic_names_follow_their_pattern_and_bad_patterns_say_why() {
         assert_eq!(
-            retry_topic(DEFAULT_RETRY_TOPIC_NAME, "orders", 2, 30_000),
-            "orders.retry.30s"
+            retry_topic(DEFAULT_RETRY_TOPIC_NAME, "orders", "billing", 2, 30_000),
+            "orders.billing.retry.30s"
         );
         assert_eq!(
-            retry_topic("{topic}-retry-{level}", "orders", 2, 30_000),
+            retry_topic("{topic}-retry-{level}", "orders", "billing", 2, 30_000),
             "orders-retry-2"
         );
-        assert!(check_retry_topic_name("{topic}-retry-{level}", &["a", "b"]).is_ok());
-        assert!(check_retry_topic_name("orders-retry-{level}", &["orders"]).is_ok());
-        let same = check_retry_topic_name("orders-retry", &["orders"]).expect_err("one name");
+        let check = check_retry_topic_name;
+        assert!(check("{topic}-retry-{level}", &["a", "b"], None).is_ok());
+        assert!(check("orders-retry-{level}", &["orders"], None).is_ok());
+        let same = check("orders-retry", &["orders"], None).expect_err("one name");
         assert!(same.contains("every level"), "{same}");
-        let shared = check_retry_topic_name("retry-{level}", &["a", "b"]).expect_err("shared");
+        let shared = check("retry-{level}", &["a", "b"], None).expect_err("shared");
         assert!(shared.contains("{topic}"), "{shared}");
-        let unknown = check_retry_topic_name("{topic}.{attempt}", &["a"]).expect_err("unknown");
+        let unknown = check("{topic}.{attempt}", &["a"], None).expect_err("unknown");
         assert!(unknown.contains("{attempt}"), "{unknown}");
-        let invalid = check_retry_topic_name("{topic} retry {level}", &["a"]).expect_err("space");
+        let invalid = check("{topic} retry {level}", &["a"], None).expect_err("space");
         assert!(invalid.contains("invalid"), "{invalid}");
+        let group = check(DEFAULT_RETRY_TOPIC_NAME, &["a"], Some("my group")).expect_err("a space");
+        assert!(group.contains("without {group}"), "{group}");
     }
 }

@@ -537,13 +537,32 @@ fn by_consumer_group(
             .unwrap_or_else(|| settings.group_id.value.clone());
         groups.entry(group).or_default().push(h);
     }
+    // Retry topics and the group reading each, for the check across groups.
+    let mut retry_readers: HashMap<String, (&str, &HandlerSpec)> = HashMap::new();
     for (group, specs) in &groups {
-        let mut seen: HashMap<&str, &HandlerSpec> = HashMap::new();
+        let mut seen: HashMap<String, &HandlerSpec> = HashMap::new();
         for h in specs {
-            for t in h.topics {
-                if let Some(first) = seen.insert(t, h) {
+            h.check_retry_topics(group)?;
+            for (t, level, _) in h.read_topics(group) {
+                if level > 0 {
+                    if let Some((other_group, other)) = retry_readers.get(&t) {
+                        if other_group != group {
+                            return Err(Error::InvalidHandler {
+                                handler: h.qualified_name(),
+                                location: h.location(),
+                                reason: format!(
+                                    "its retry topic {t} is also read by {} ({}) in consumer group {other_group:?}: the groups would handle each other's retries; put {{group}} in retry_topic_name",
+                                    other.qualified_name(),
+                                    other.location()
+                                ),
+                            });
+                        }
+                    }
+                    retry_readers.insert(t.clone(), (group, h));
+                }
+                if let Some(first) = seen.insert(t.clone(), h) {
                     return Err(Error::DuplicateTopic {
-                        topic: (*t).to_owned(),
+                        topic: t,
                         group: group.clone(),
                         first: format!("{} ({})", first.qualified_name(), first.location()),
                         second: format!("{} ({})", h.qualified_name(), h.location()),
@@ -562,8 +581,11 @@ fn create_topics(
     groups: &BTreeMap<String, Vec<HandlerSpec>>,
     partitions: i32,
 ) -> Result<()> {
-    for h in groups.values().flatten() {
-        for (t, _, _) in h.read_topics() {
+    for (group, h) in groups
+        .iter()
+        .flat_map(|(g, hs)| hs.iter().map(move |h| (g, h)))
+    {
+        for (t, _, _) in h.read_topics(group) {
             broker.create_topic(&t, partitions)?;
         }
         for t in h.topics {

@@ -136,7 +136,11 @@ impl Dispatcher {
             crate::topics::check(
                 &self.client_config(),
                 HooksContext::new(self.hooks.clone()),
-                crate::topics::Needed::of(self.groups.values().flatten()),
+                crate::topics::Needed::of(
+                    self.groups
+                        .iter()
+                        .flat_map(|(g, hs)| hs.iter().map(move |h| (g, h))),
+                ),
                 self.settings.topics,
             )
             .await?;

@@ -23,13 +23,15 @@ pub(crate) struct Needed {
 }
 
 impl Needed {
-    pub(crate) fn of<'a>(handlers: impl IntoIterator<Item = &'a HandlerSpec>) -> Self {
+    pub(crate) fn of<'a>(
+        handlers: impl IntoIterator<Item = (&'a String, &'a HandlerSpec)>,
+    ) -> Self {
         let mut needed = Needed {
             sources: BTreeSet::new(),
             dead_letters: BTreeMap::new(),
         };
-        for h in handlers {
-            for (t, _, _) in h.read_topics() {
+        for (group, h) in handlers {
+            for (t, _, _) in h.read_topics(group) {
                 needed.sources.insert(t);
             }
             for t in h.topics {

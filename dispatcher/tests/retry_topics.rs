@@ -64,7 +64,9 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
         .await
         .expect("publish");
 
-    // The source record is finished once it is on the first retry topic.
+    // The source record is finished once it is on the first retry topic,
+    // named after the topic and the group by default.
+    let level1_topic = format!("it-retry-topics.{}.retry.300ms", kit.group_id());
     let first = kit
         .outcome(
             "it-retry-topics",
@@ -75,7 +77,7 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
         .await
         .expect("an outcome");
     assert!(
-        matches!(&first, Outcome::RetryScheduled { attempts: 1, level: 1, topic, .. } if topic == "it-retry-topics.retry.300ms"),
+        matches!(&first, Outcome::RetryScheduled { attempts: 1, level: 1, topic, .. } if *topic == level1_topic),
         "{first:?}"
     );
 
@@ -107,7 +109,7 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
 
     // The first level's record carries the history.
     let level1 = kit
-        .read("it-retry-topics.retry.300ms", 2, Duration::from_secs(30))
+        .read(&level1_topic, 2, Duration::from_secs(30))
         .await
         .expect("the first level's records");
     let r = level1
@@ -143,7 +145,7 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
     // `once` succeeded at the first level: handled, no dead letter, and
     // its attempts count both reads.
     assert_eq!(calls("once-1").len(), 2);
-    let handled_once = kit.final_outcomes("it-retry-topics.retry.300ms");
+    let handled_once = kit.final_outcomes(&level1_topic);
     assert!(
         handled_once
             .values()
@@ -153,7 +155,7 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
     kit.wait_committed_to_end("it-retry-topics", Duration::from_secs(30))
         .await
         .expect("the source topic is committed to its end");
-    kit.wait_committed_to_end("it-retry-topics.retry.300ms", Duration::from_secs(30))
+    kit.wait_committed_to_end(&level1_topic, Duration::from_secs(30))
         .await
         .expect("the first level is committed to its end");
     let once_outcome = kit
@@ -233,4 +235,38 @@ async fn attempts_and_due_times_carry_across_a_restart() {
     assert!(attempts[1].1.duration_since(attempts[0].1).expect("later") >= Duration::from_secs(2));
     assert!(attempts[2].1.duration_since(attempts[1].1).expect("later") >= Duration::from_secs(3));
     kit.shutdown().await.expect("clean shutdown");
+}
+
+#[test]
+fn two_groups_cannot_share_a_retry_topic() {
+    use dispatcher::handler::{Handler, HandlerFuture, HandlerSpec};
+    use dispatcher::policy::Policy;
+    struct Nothing;
+    impl Handler for Nothing {
+        fn call(&self, _msg: dispatcher::Message) -> HandlerFuture<'static> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+    static NOTHING: Nothing = Nothing;
+    static DELAYS: [Duration; 1] = [Duration::from_secs(1)];
+    let policy = Policy::DEFAULT
+        .with_retry_topics(&DELAYS)
+        .with_retry_topic_name("{topic}-retry-{level}");
+    let spec = |name: &'static str, group: &'static str| {
+        HandlerSpec::new(name, &["it-shared"], &NOTHING)
+            .with_policy(policy)
+            .with_group(group)
+    };
+    let built = dispatcher::Dispatcher::builder()
+        .ignore_environment()
+        .without_registered_handlers()
+        .handler(spec("billing", "billing"))
+        .handler(spec("audit", "audit"))
+        .brokers("127.0.0.1:9")
+        .build();
+    let error = built.expect_err("a shared retry topic").to_string();
+    assert!(
+        error.contains("it-shared-retry-1") && error.contains("each other's retries"),
+        "{error}"
+    );
 }

@@ -52,9 +52,11 @@ pub(crate) fn validate_attr(attr: &HandlerAttr, diag: &mut Diagnostics) {
         } else if let Some(topics) = &attr.topics {
             let names: Vec<String> = topics.iter().map(LitStr::value).collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            if let Err(message) =
-                dispatcher_rules::topic::check_retry_topic_name(&pattern.value(), &names)
-            {
+            if let Err(message) = dispatcher_rules::topic::check_retry_topic_name(
+                &pattern.value(),
+                &names,
+                attr.group.as_ref().map(LitStr::value).as_deref(),
+            ) {
                 diag.error(pattern.span(), message);
             }
         }

@@ -111,7 +111,7 @@ pub(crate) fn start(
         // One executor per topic (its own and its retry topics), for the
         // topic's series; the handler's concurrency limit is shared by all
         // of them.
-        for (t, level, source) in spec.read_topics() {
+        for (t, level, source) in spec.read_topics(group) {
             let topic: Arc<str> = Arc::from(t);
             let executor = Arc::new(Executor {
                 spec: *spec,
@@ -133,7 +133,7 @@ pub(crate) fn start(
     }
     let read: Vec<String> = specs
         .iter()
-        .flat_map(|h| h.read_topics().into_iter().map(|(t, _, _)| t))
+        .flat_map(|h| h.read_topics(group).into_iter().map(|(t, _, _)| t))
         .collect();
     let topics: Vec<&str> = read.iter().map(String::as_str).collect();
     let mut config = client.clone();

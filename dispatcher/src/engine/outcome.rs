@@ -75,7 +75,9 @@ impl Executor {
     ) -> Option<Finish> {
         let writer = self.retry_writer.as_ref()?;
         let level = history.level + 1;
-        let topic = self.spec.retry_topic(&self.source_topic, level)?;
+        let topic = self
+            .spec
+            .retry_topic(&self.group, &self.source_topic, level)?;
         let delay = *self.spec.policy.retry_topics().get(level - 1)?;
         let chain = error.chain_message();
         let handoff = Handoff {

@@ -125,22 +125,25 @@ impl HandlerSpec {
         }
     }
 
-    /// The retry topic of level `level` (1 for the first) of `topic`:
-    /// `<topic>.retry.<delay>`, e.g. `orders.retry.30s`; `None` past the
-    /// last level or without retry topics.
-    pub fn retry_topic(&self, topic: &str, level: usize) -> Option<String> {
+    /// The retry topic of level `level` (1 for the first) of `topic` read
+    /// by consumer group `group`: `<topic>.<group>.retry.<delay>` unless
+    /// the policy names it otherwise, e.g. `orders.billing.retry.30s`;
+    /// `None` past the last level or without retry topics.
+    pub fn retry_topic(&self, group: &str, topic: &str, level: usize) -> Option<String> {
         let delay = self.policy.retry_topics().get(level.checked_sub(1)?)?;
         Some(topic::retry_topic(
             self.policy.retry_topic_name(),
             topic,
+            group,
             level,
             u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         ))
     }
 
-    /// Every topic the handler reads, with its retry level: its own topics
-    /// (level 0), then their retry topics.
-    pub fn read_topics(&self) -> Vec<(String, usize, &'static str)> {
+    /// Every topic the handler reads in consumer group `group`, with its
+    /// retry level and the handler topic it serves: its own topics (level
+    /// 0), then their retry topics.
+    pub fn read_topics(&self, group: &str) -> Vec<(String, usize, &'static str)> {
         let mut all: Vec<(String, usize, &'static str)> = self
             .topics
             .iter()
@@ -148,12 +151,26 @@ impl HandlerSpec {
             .collect();
         for t in self.topics {
             for level in 1..=self.policy.retry_topics().len() {
-                if let Some(r) = self.retry_topic(t, level) {
+                if let Some(r) = self.retry_topic(group, t, level) {
                     all.push((r, level, *t));
                 }
             }
         }
         all
+    }
+
+    /// Checks the names of the handler's retry topics in consumer group
+    /// `group`.
+    pub(crate) fn check_retry_topics(&self, group: &str) -> Result<()> {
+        if self.policy.retry_topics().is_empty() {
+            return Ok(());
+        }
+        topic::check_retry_topic_name(self.policy.retry_topic_name(), self.topics, Some(group))
+            .map_err(|e| Error::InvalidHandler {
+                handler: self.qualified_name(),
+                location: self.location(),
+                reason: format!("retry_topic_name: {e}"),
+            })
     }
 
     /// Checks the spec with the attribute's rules: topic names, dead-letter
@@ -178,15 +195,6 @@ impl HandlerSpec {
         }
         if let Some(t) = self.policy.dead_letter_topic() {
             topic::check(t).map_err(|e| invalid(format!("dead_letter_topic: {e}")))?;
-        }
-        if !self.policy.retry_topics().is_empty() {
-            topic::check_retry_topic_name(self.policy.retry_topic_name(), self.topics)
-                .map_err(|e| invalid(format!("retry_topic_name: {e}")))?;
-        }
-        for (t, level, _) in self.read_topics() {
-            if level > 0 {
-                topic::check(&t).map_err(|e| invalid(format!("retry topic: {e}")))?;
-            }
         }
         self.policy.check().map_err(invalid)
     }

@@ -150,7 +150,7 @@ impl Policy {
 
     /// Retry topics: a record that failed with a retryable error
     /// `max_attempts` times is written to the next level's topic
-    /// (`<topic>.retry.<delay>`, see [`HandlerSpec::retry_topic`]) and its
+    /// (`<topic>.<group>.retry.<delay>`, see [`HandlerSpec::retry_topic`]) and its
     /// offset committed once the write is acknowledged, so a slow retry
     /// never holds up its partition; it is handled again when its delay
     /// has passed, and after the last level it is dead-lettered with its
@@ -166,9 +166,12 @@ impl Policy {
         self
     }
 
-    /// How the retry topics are named instead of `{topic}.retry.{delay}`:
-    /// `{topic}`, `{level}` (1 for the first) and `{delay}` (e.g. `30s`)
-    /// are replaced, e.g. `"{topic}-retry-{level}"`.
+    /// How the retry topics are named instead of
+    /// `{topic}.{group}.retry.{delay}`: `{topic}`, `{group}` (the consumer
+    /// group), `{level}` (1 for the first) and `{delay}` (e.g. `30s`) are
+    /// replaced, e.g. `"{topic}-retry-{level}"`. Leave `{group}` out only
+    /// when no other group reads the topic with retry topics: two groups
+    /// sharing a retry topic would handle each other's retries.
     #[must_use]
     pub const fn with_retry_topic_name(mut self, pattern: &'static str) -> Self {
         self.retry_topic_name = Some(pattern);

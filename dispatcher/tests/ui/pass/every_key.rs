@@ -69,8 +69,8 @@ fn main() {
             Duration::from_secs(300)
         ]
     );
-    assert_eq!(spec.retry_topic("orders", 2).as_deref(), Some("orders-retry-2"));
-    assert_eq!(spec.retry_topic("orders", 4), None);
+    assert_eq!(spec.retry_topic("billing", "orders", 2).as_deref(), Some("orders-retry-2"));
+    assert_eq!(spec.retry_topic("billing", "orders", 4), None);
     let classify = |e: HandlerError| policy.classify(&e);
     assert_eq!(
         classify(HandlerError::new(ConfigError)),
