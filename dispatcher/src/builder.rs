@@ -537,6 +537,32 @@ fn by_consumer_group(
             .unwrap_or_else(|| settings.group_id.value.clone());
         groups.entry(group).or_default().push(h);
     }
+    // A retry topic's partition that this group has not committed yet must
+    // be read from its beginning: a record written there before the first
+    // read would be skipped, and its source offset is committed already.
+    let reset = settings
+        .kafka
+        .consumer
+        .get("auto.offset.reset")
+        .or_else(|| settings.kafka.common.get("auto.offset.reset"));
+    if let Some((value, origin)) = reset {
+        let value = value.expose().to_ascii_lowercase();
+        if matches!(value.as_str(), "latest" | "largest" | "end") {
+            if let Some(h) = groups
+                .values()
+                .flatten()
+                .find(|h| !h.policy.retry_topics().is_empty())
+            {
+                return Err(Error::InvalidHandler {
+                    handler: h.qualified_name(),
+                    location: h.location(),
+                    reason: format!(
+                        "it uses retry topics, and auto.offset.reset={value} ({origin}) would skip the records written to a retry topic before this group first reads it; leave auto.offset.reset at earliest"
+                    ),
+                });
+            }
+        }
+    }
     // Retry topics and the group reading each, for the check across groups.
     let mut retry_readers: HashMap<String, (&str, &HandlerSpec)> = HashMap::new();
     for (group, specs) in &groups {

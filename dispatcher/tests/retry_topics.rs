@@ -270,3 +270,65 @@ fn two_groups_cannot_share_a_retry_topic() {
         "{error}"
     );
 }
+
+/// Succeeds.
+#[dispatcher::kafka_handler(
+    topic = "it-retry-cap",
+    retry = std::io::Error,
+    max_attempts = 1,
+    retry_topics = ["300ms"]
+)]
+async fn fine(_body: &str) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_time_past_the_levels_delay_does_not_hold_the_partition() {
+    let kit = TestKit::start(TestKit::builder().topics(["it-retry-cap"]))
+        .await
+        .expect("start");
+    // A hand-made record on the first level, due in an hour: it is handled
+    // once the level's delay (300 ms) has passed since it was written.
+    let level1 = format!("it-retry-cap.{}.retry.300ms", kit.group_id());
+    let an_hour = SystemTime::now() + Duration::from_secs(3600);
+    let due = an_hour
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        .to_string();
+    let (partition, offset) = kit
+        .producer()
+        .send(
+            &level1,
+            None,
+            Some(b"k".as_slice()),
+            Some(b"cap-1".as_slice()),
+            &[
+                (headers::RETRY_LEVEL, b"1".as_slice()),
+                (headers::RETRY_DUE, due.as_bytes()),
+            ],
+        )
+        .await
+        .expect("publish");
+    let outcome = kit
+        .outcome(&level1, partition, offset, Duration::from_secs(30))
+        .await
+        .expect("handled well before the hour");
+    assert!(matches!(outcome, Outcome::Handled { .. }), "{outcome:?}");
+    kit.shutdown().await.expect("clean shutdown");
+}
+
+#[test]
+fn latest_offsets_are_refused_with_retry_topics() {
+    let built = dispatcher::Dispatcher::builder()
+        .ignore_environment()
+        .topics(["it-retry-cap"])
+        .consumer_property("auto.offset.reset", "latest")
+        .brokers("127.0.0.1:9")
+        .build();
+    let error = built.expect_err("latest with retry topics").to_string();
+    assert!(
+        error.contains("auto.offset.reset=latest") && error.contains("retry topic"),
+        "{error}"
+    );
+}

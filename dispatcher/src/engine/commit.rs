@@ -205,19 +205,21 @@ impl Committer {
         }
     }
 
-    /// Waits (up to the commit timeout) for the periodic commit in flight,
-    /// if any, and notes its answer: a final commit made after this call is
-    /// sent after it.
+    /// Waits (up to `timeout`) for the periodic commit in flight, if any,
+    /// and notes its answer: a final commit made after this call is sent
+    /// after it. Past the timeout the commit stays in flight (its answer is
+    /// read later) and the stored offsets count as not committed.
     pub(crate) fn settle<C: ConsumerContext + 'static>(
         &self,
         assignment: &mut Assignment<C>,
         metrics: &GroupMetrics,
+        timeout: Duration,
     ) {
         let mut p = self.periodic();
         let Some(rx) = p.outstanding.take() else {
             return;
         };
-        match rx.recv_timeout(self.timeout) {
+        match rx.recv_timeout(timeout) {
             Ok(answer) => {
                 if answer.result.is_err() {
                     p.dirty = true;
@@ -226,7 +228,9 @@ impl Committer {
                 self.answered(answer, assignment, metrics);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                tracing::warn!(group = %self.group, timeout = ?self.timeout, "the periodic commit did not finish within the commit timeout; committing the final offsets anyway");
+                p.outstanding = Some(rx);
+                p.dirty = true;
+                tracing::warn!(group = %self.group, ?timeout, "the periodic commit did not finish within the drain time; committing the final offsets anyway");
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }

@@ -252,8 +252,6 @@ impl GroupContext {
         tps: &[TopicPartition],
         why: &'static str,
     ) {
-        // A periodic commit in flight must not land after the final one.
-        self.committer.settle(&mut self.assignment(), &self.metrics);
         let mut removed = self.assignment().remove(tps);
         if removed.is_empty() {
             return;
@@ -281,6 +279,16 @@ impl GroupContext {
                     .exited
                     .recv_timeout(deadline.saturating_duration_since(Instant::now()));
             }
+            // A periodic commit in flight must not land after the final
+            // one; it had the drain to finish, and may take what is left of
+            // it, so the revoke stays within drain + commit timeouts.
+            self.committer.settle(
+                &mut self.assignment(),
+                &self.metrics,
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100)),
+            );
         }
         let committed = if lost {
             tracing::warn!(group = %self.options.group, partitions = %list(&names), "the assignment was lost (the group moved on without this consumer): not committing; records after the last commit are delivered again");

@@ -230,12 +230,30 @@ impl Worker {
     }
 
     /// How long `msg` must still wait: a record of a retry topic is not
-    /// handled before the time its `retry.due` header names.
+    /// handled before the time its `retry.due` header names, and no later
+    /// than its level's delay after it was written (a clock that was ahead,
+    /// or a hand-made header, cannot hold the partition longer).
     fn not_due_for(&self, msg: &Message) -> Option<Duration> {
-        if self.cx.executor.retry_level == 0 {
+        let level = self.cx.executor.retry_level;
+        if level == 0 {
             return None;
         }
-        let due = crate::dead_letter::retry::due(msg)?;
+        let mut due = crate::dead_letter::retry::due(msg)?;
+        let delay = self
+            .cx
+            .executor
+            .spec
+            .policy
+            .retry_topics()
+            .get(level - 1)
+            .copied();
+        let written = msg
+            .timestamp()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+        if let (Some(delay), Some(written)) = (delay, written) {
+            due = due.min(written + delay);
+        }
         due.duration_since(std::time::SystemTime::now()).ok()
     }
 
@@ -467,7 +485,9 @@ impl Worker {
                 "partition stalled: its oldest unfinished record holds up its commits ({state}); readiness is off until it moves"
             );
         }
-        self.cx.health.stalled(&self.topic, self.partition, age);
+        self.cx
+            .health
+            .stalled(&self.cx.executor.group, &self.topic, self.partition, age);
     }
 
     /// Ends a stall, if one was reported.
@@ -475,7 +495,9 @@ impl Worker {
         if self.stalled {
             self.stalled = false;
             self.cx.gauges.stalled.set(0.0);
-            self.cx.health.recovered(&self.topic, self.partition);
+            self.cx
+                .health
+                .recovered(&self.cx.executor.group, &self.topic, self.partition);
             tracing::info!(
                 topic = &*self.topic,
                 partition = self.partition,

@@ -18,8 +18,9 @@ pub(crate) struct Health {
 struct Inner {
     /// Groups that have not received their first assignment yet.
     joining: BTreeSet<String>,
-    /// Stalled partitions and how long their oldest record has waited.
-    stalled: BTreeMap<(Arc<str>, i32), Duration>,
+    /// Stalled partitions (group, topic, partition) and how long their
+    /// oldest record has waited.
+    stalled: BTreeMap<(Arc<str>, Arc<str>, i32), Duration>,
 }
 
 /// What `/health/ready` says.
@@ -55,17 +56,25 @@ impl Health {
     }
 
     /// A partition stalled (or stalls still, for `age`).
-    pub(crate) fn stalled(&self, topic: &Arc<str>, partition: i32, age: Duration) {
-        self.inner().stalled.insert((topic.clone(), partition), age);
+    pub(crate) fn stalled(
+        &self,
+        group: &Arc<str>,
+        topic: &Arc<str>,
+        partition: i32,
+        age: Duration,
+    ) {
+        self.inner()
+            .stalled
+            .insert((group.clone(), topic.clone(), partition), age);
         self.refresh();
     }
 
     /// A partition is no longer stalled (it moved, or was revoked).
-    pub(crate) fn recovered(&self, topic: &Arc<str>, partition: i32) {
+    pub(crate) fn recovered(&self, group: &Arc<str>, topic: &Arc<str>, partition: i32) {
         if self
             .inner()
             .stalled
-            .remove(&(topic.clone(), partition))
+            .remove(&(group.clone(), topic.clone(), partition))
             .is_some()
         {
             self.refresh();
@@ -90,9 +99,9 @@ impl Health {
         for group in &inner.joining {
             reasons.push(format!("consumer group {group:?} has not joined yet"));
         }
-        for ((topic, partition), age) in &inner.stalled {
+        for ((group, topic, partition), age) in &inner.stalled {
             reasons.push(format!(
-                "partition {topic}[{partition}] stalled: its oldest unfinished record has waited {:.1}s",
+                "partition {topic}[{partition}] stalled (group {group:?}): its oldest unfinished record has waited {:.1}s",
                 age.as_secs_f64()
             ));
         }
@@ -130,11 +139,14 @@ mod tests {
         );
         health.joined("b");
         assert!(health.readiness().ready);
-        let topic: Arc<str> = Arc::from("orders");
-        health.stalled(&topic, 3, Duration::from_secs(61));
+        let (group, topic): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("orders"));
+        health.stalled(&group, &topic, 3, Duration::from_secs(61));
         let r = health.readiness();
         assert!(!r.ready && r.detail.contains("orders[3] stalled"), "{r:?}");
-        health.recovered(&topic, 3);
+        // Another group's worker of the same partition does not end it.
+        health.recovered(&Arc::from("b"), &topic, 3);
+        assert!(!health.readiness().ready);
+        health.recovered(&group, &topic, 3);
         assert!(health.readiness().ready);
         token.cancel();
         assert!(health.readiness().detail.contains("shutting down"));
