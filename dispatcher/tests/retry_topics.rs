@@ -332,3 +332,96 @@ fn latest_offsets_are_refused_with_retry_topics() {
         "{error}"
     );
 }
+
+/// Fails `bad` on its first read; everything else succeeds.
+#[dispatcher::kafka_handler(
+    topic = "it-retry-unblocks",
+    retry = std::io::Error,
+    max_attempts = 1,
+    retry_topics = ["10s"]
+)]
+async fn unblocked(body: &str) -> std::io::Result<()> {
+    let calls = {
+        let mut all = CALLS.lock().expect("lock");
+        let calls = all
+            .get_or_insert_with(HashMap::new)
+            .entry(body.to_owned())
+            .or_default();
+        calls.push((Instant::now(), SystemTime::now()));
+        calls.len()
+    };
+    if body == "bad" && calls == 1 {
+        return Err(std::io::Error::other("not yet"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_waiting_on_a_retry_topic_holds_up_neither_its_key_nor_its_partition() {
+    let kit = TestKit::start(TestKit::builder().topics(["it-retry-unblocks"]))
+        .await
+        .expect("start");
+    let (p, o) = kit
+        .producer()
+        .send(
+            "it-retry-unblocks",
+            Some(0),
+            Some(b"k".as_slice()),
+            Some(b"bad".as_slice()),
+            &[],
+        )
+        .await
+        .expect("publish");
+    let mut good = Vec::new();
+    for i in 0..10 {
+        let body = format!("good-{i}");
+        good.push(
+            kit.producer()
+                .send(
+                    "it-retry-unblocks",
+                    Some(0),
+                    Some(b"k".as_slice()),
+                    Some(body.as_bytes()),
+                    &[],
+                )
+                .await
+                .expect("publish"),
+        );
+    }
+    // The records behind it, of the same key, are handled and committed
+    // while it waits out its 10 s on the retry topic.
+    for &(gp, go) in &good {
+        let outcome = kit
+            .outcome("it-retry-unblocks", gp, go, Duration::from_secs(30))
+            .await
+            .expect("handled");
+        assert!(matches!(outcome, Outcome::Handled { .. }), "{outcome:?}");
+    }
+    kit.wait_committed_to_end("it-retry-unblocks", Duration::from_secs(30))
+        .await
+        .expect("the source partition is committed past the failed record");
+    let bad = calls("bad");
+    assert_eq!(bad.len(), 1, "its second attempt is not due yet");
+    let retried = format!("it-retry-unblocks.{}.retry.10s", kit.group_id());
+    let outcome = kit
+        .outcome("it-retry-unblocks", p, o, Duration::from_secs(5))
+        .await
+        .expect("an outcome");
+    assert!(
+        matches!(outcome, Outcome::RetryScheduled { .. }),
+        "{outcome:?}"
+    );
+    kit.wait_until(
+        "the retried record to be handled",
+        Duration::from_secs(30),
+        |k| {
+            k.final_outcomes(&retried)
+                .values()
+                .any(|o| matches!(o, Outcome::Handled { attempts: 2 }))
+        },
+    )
+    .await
+    .expect("handled on the retry topic");
+    assert!(calls("bad")[1].0 - bad[0].0 >= Duration::from_secs(10));
+    kit.shutdown().await.expect("clean shutdown");
+}
