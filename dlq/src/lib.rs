@@ -34,7 +34,7 @@ pub use cli::{Cli, Command};
 
 /// The header a replayed record carries: `<dead-letter topic>/<partition>/<offset>`
 /// of the dead letter it was made from.
-pub const REPLAYED_FROM: &str = "dlt.replayed.from";
+pub use dispatcher::dead_letter::headers::REPLAYED_FROM;
 
 /// Runs one command of the command line, writing its output to `out`.
 /// `stop` interrupts a replay between two records (Ctrl-C sets it in the

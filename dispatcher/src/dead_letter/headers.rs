@@ -44,6 +44,10 @@ pub const LAST_FAILURE: &str = "dlt.last.failure";
 /// original is.
 pub const PAYLOAD_OMITTED: &str = "dlt.payload.omitted";
 
+/// On a record replayed from a dead-letter topic (by `dlq replay`):
+/// `<dead-letter topic>/<partition>/<offset>` of the dead letter.
+pub const REPLAYED_FROM: &str = "dlt.replayed.from";
+
 /// Retry topics: the level the record was written to (1 for the first).
 pub const RETRY_LEVEL: &str = "retry.level";
 /// Retry topics: attempts made so far, at every level.
