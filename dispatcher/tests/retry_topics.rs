@@ -24,21 +24,24 @@ static CALLS: Mutex<Option<Calls>> = Mutex::new(None);
     retry_topics = ["300ms", "600ms"]
 )]
 async fn flaky(body: &str) -> std::io::Result<()> {
-    let calls = {
-        let mut all = CALLS.lock().expect("lock");
-        let calls = all
-            .get_or_insert_with(HashMap::new)
-            .entry(body.to_owned())
-            .or_default();
-        calls.push((Instant::now(), SystemTime::now()));
-        calls.len()
-    };
+    let calls = note_call(body);
     if body.starts_with("always") || (body.starts_with("once") && calls == 1) {
         return Err(std::io::Error::other(format!(
             "gateway down (call {calls})"
         )));
     }
     Ok(())
+}
+
+/// Notes an attempt at `body`; returns how many there were.
+fn note_call(body: &str) -> usize {
+    let mut all = CALLS.lock().expect("lock");
+    let calls = all
+        .get_or_insert_with(HashMap::new)
+        .entry(body.to_owned())
+        .or_default();
+    calls.push((Instant::now(), SystemTime::now()));
+    calls.len()
 }
 
 fn calls(body: &str) -> Vec<(Instant, SystemTime)> {
@@ -179,13 +182,7 @@ async fn a_record_goes_through_every_level_when_due_then_to_the_dead_letter_topi
     retry_topics = ["2s", "3s"]
 )]
 async fn failing(body: &str) -> std::io::Result<()> {
-    CALLS
-        .lock()
-        .expect("lock")
-        .get_or_insert_with(HashMap::new)
-        .entry(body.to_owned())
-        .or_default()
-        .push((Instant::now(), SystemTime::now()));
+    note_call(body);
     Err(std::io::Error::other("still down"))
 }
 
@@ -341,15 +338,7 @@ fn latest_offsets_are_refused_with_retry_topics() {
     retry_topics = ["10s"]
 )]
 async fn unblocked(body: &str) -> std::io::Result<()> {
-    let calls = {
-        let mut all = CALLS.lock().expect("lock");
-        let calls = all
-            .get_or_insert_with(HashMap::new)
-            .entry(body.to_owned())
-            .or_default();
-        calls.push((Instant::now(), SystemTime::now()));
-        calls.len()
-    };
+    let calls = note_call(body);
     if body == "bad" && calls == 1 {
         return Err(std::io::Error::other("not yet"));
     }

@@ -61,6 +61,19 @@ impl Executor {
         self.emit(msg, Outcome::Handled { attempts });
     }
 
+    /// A dead-letter or retry-topic write failed for good: the record is
+    /// fatal, uncommitted.
+    fn hand_off_failed(&self, msg: &Message, attempts: u32, error: HandlerError) -> Finish {
+        self.emit(
+            msg,
+            Outcome::Fatal {
+                attempts,
+                error: error.chain_message(),
+            },
+        );
+        Finish::Fatal(error)
+    }
+
     /// Writes `msg` to the next retry level's topic, when the handler has
     /// one left for it, and waits for the broker's acknowledgement. `None`
     /// when there is no next level: the caller dead-letters the record. A
@@ -105,19 +118,15 @@ impl Executor {
             }
             Err(e) => {
                 tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, retry_topic = %topic, error = %e, "cannot write to the retry topic; stopping so the record is not lost");
-                let error = HandlerError::new(RetryWriteFailed {
-                    topic,
-                    original: chain,
-                    source: e,
-                });
-                self.emit(
+                Some(self.hand_off_failed(
                     msg,
-                    Outcome::Fatal {
-                        attempts,
-                        error: error.chain_message(),
-                    },
-                );
-                Some(Finish::Fatal(error))
+                    attempts,
+                    HandlerError::new(RetryWriteFailed {
+                        topic,
+                        original: chain,
+                        source: e,
+                    }),
+                ))
             }
         }
     }
@@ -174,19 +183,15 @@ impl Executor {
             Err(e) => {
                 self.metrics.dead_letter_failures.increment(1);
                 tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, handler = &*self.name, dead_letter_topic = %topic, error = %e, "cannot write the dead letter; stopping so the record is not lost");
-                let error = HandlerError::new(DeadLetterWriteFailed {
-                    topic: topic.clone(),
-                    original: dl.error_chain,
-                    source: e,
-                });
-                self.emit(
+                self.hand_off_failed(
                     msg,
-                    Outcome::Fatal {
-                        attempts,
-                        error: error.chain_message(),
-                    },
-                );
-                Finish::Fatal(error)
+                    attempts,
+                    HandlerError::new(DeadLetterWriteFailed {
+                        topic: topic.clone(),
+                        original: dl.error_chain,
+                        source: e,
+                    }),
+                )
             }
         }
     }

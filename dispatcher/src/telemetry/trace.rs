@@ -14,28 +14,15 @@ pub const RECORD_TARGET: &str = "dispatcher::record";
 /// handler's own events inside it carry the record's coordinates.
 pub(crate) fn record_span(msg: &Message, handler: &str, group: &str, attempt: u32) -> Span {
     // The `otel.*` fields and the constant attributes matter only to an
-    // OpenTelemetry layer; a formatting subscriber pays for every field of
-    // every record's span, so they are left out without the feature.
-    #[cfg(feature = "otel")]
+    // OpenTelemetry layer: left empty, a formatting subscriber does not
+    // write them, and they are filled in only with the feature.
     let span = tracing::info_span!(
         target: RECORD_TARGET,
         "process",
         otel.name = tracing::field::Empty,
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.destination.name = msg.topic(),
-        messaging.destination.partition.id = msg.partition(),
-        messaging.kafka.offset = msg.offset(),
-        messaging.kafka.message.key = %KeyDisplay(msg.key()),
-        messaging.consumer.group.name = group,
-        handler,
-        attempt,
-    );
-    #[cfg(not(feature = "otel"))]
-    let span = tracing::info_span!(
-        target: RECORD_TARGET,
-        "process",
+        otel.kind = tracing::field::Empty,
+        messaging.system = tracing::field::Empty,
+        messaging.operation.type = tracing::field::Empty,
         messaging.destination.name = msg.topic(),
         messaging.destination.partition.id = msg.partition(),
         messaging.kafka.offset = msg.offset(),
@@ -47,6 +34,9 @@ pub(crate) fn record_span(msg: &Message, handler: &str, group: &str, attempt: u3
     #[cfg(feature = "otel")]
     if !span.is_disabled() {
         span.record("otel.name", format!("process {}", msg.topic()));
+        span.record("otel.kind", "consumer");
+        span.record("messaging.system", "kafka");
+        span.record("messaging.operation.type", "process");
         otel::adopt_parent(&span, msg);
     }
     span
