@@ -75,6 +75,14 @@ pub enum BrokerError {
     GroupAuthorizationFailed,
     /// `FENCED_INSTANCE_ID`: another member uses the same `group.instance.id`; fatal for the consumer.
     FencedInstanceId,
+    /// `REBALANCE_IN_PROGRESS`: the group is rebalancing; a member that gets
+    /// it on a heartbeat rejoins the group (keeping its partitions until the
+    /// new assignment with the cooperative protocol, revoking them with the
+    /// eager one).
+    RebalanceInProgress,
+    /// `UNKNOWN_MEMBER_ID`: the coordinator does not know the member; one
+    /// that gets it on a heartbeat loses its partitions and rejoins.
+    UnknownMemberId,
     /// No answer: the broker closes the connection.
     Disconnect,
 }
@@ -97,6 +105,8 @@ impl BrokerError {
                 E::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
             }
             BrokerError::FencedInstanceId => E::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+            BrokerError::RebalanceInProgress => E::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+            BrokerError::UnknownMemberId => E::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID,
             BrokerError::Disconnect => E::RD_KAFKA_RESP_ERR__TRANSPORT,
         }
     }
@@ -193,6 +203,16 @@ impl EmbeddedBroker {
     pub fn broker_up(&self, id: i32) -> Result<()> {
         self.with_cluster("bringing a broker up", move |c| c.broker_up(id))?
             .map_err(|e| Error::embedded(format!("bringing broker {id} up"), e))
+    }
+
+    /// Delays every response of every broker by `latency` (round-trip time),
+    /// to test latency spikes; [`Duration::ZERO`] ends the delay. Every
+    /// request of every client then takes at least that long.
+    pub fn set_latency(&self, latency: Duration) -> Result<()> {
+        self.with_cluster("setting the round-trip time", move |c| {
+            c.broker_round_trip_time(-1, latency)
+        })?
+        .map_err(|e| Error::embedded(format!("setting the round-trip time to {latency:?}"), e))
     }
 
     /// Makes the next `count` requests of kind `request`, from any client,

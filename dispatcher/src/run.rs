@@ -125,29 +125,46 @@ impl Dispatcher {
     }
 
     /// Consumes until shutdown (returns `Ok`) or a fatal error (returns the
-    /// error with the record's coordinates and the cause chain).
+    /// error with the record's coordinates and the cause chain). A shutdown
+    /// asked for while the startup checks still wait on the brokers
+    /// returns `Ok` at once, without consuming.
     pub async fn run(self) -> Result<()> {
         // Dropping this future (say, as the losing branch of a `select!`)
         // shuts the consumers down instead of leaving them running unowned.
         let _stop_on_drop = self.shutdown.clone().drop_guard();
+        // Signals are listened for from the start: a SIGTERM during the
+        // startup checks (which can wait seconds on a broker) stops the run
+        // cleanly instead of killing the process.
+        let _signals = self
+            .signals
+            .then(|| listen_for_signals(self.shutdown.clone()));
         let stop = Arc::new(Stop::new(self.shutdown.clone()));
         if self.broker.is_none() {
-            self.check_reachable().await?;
-            crate::topics::check(
-                &self.client_config(),
-                HooksContext::new(self.hooks.clone()),
-                crate::topics::Needed::of(
-                    self.groups
-                        .iter()
-                        .flat_map(|(g, hs)| hs.iter().map(move |h| (g, h))),
-                ),
-                self.settings.topics,
-            )
-            .await?;
+            let checks = async {
+                self.check_reachable().await?;
+                crate::topics::check(
+                    &self.client_config(),
+                    HooksContext::new(self.hooks.clone()),
+                    crate::topics::Needed::of(
+                        self.groups
+                            .iter()
+                            .flat_map(|(g, hs)| hs.iter().map(move |h| (g, h))),
+                    ),
+                    self.settings.topics,
+                )
+                .await
+            };
+            tokio::select! {
+                checked = checks => checked?,
+                () = self.shutdown.cancelled() => {
+                    tracing::info!("shut down during the startup checks; nothing was consumed");
+                    return Ok(());
+                }
+            }
         }
         // The recorder first: every series registered after goes to it.
-        let recorder = match self.settings.metrics_address {
-            Some(_) => Some(crate::telemetry::server::recorder()?),
+        let metrics = match self.settings.metrics_address {
+            Some(address) => Some((address, crate::telemetry::server::recorder()?)),
             None => None,
         };
         let health = Arc::new(crate::telemetry::health::Health::new(
@@ -156,11 +173,11 @@ impl Dispatcher {
         ));
         crate::telemetry::metrics::describe();
         health.refresh();
-        let _server = match (self.settings.metrics_address, recorder) {
-            (Some(address), Some(handle)) => {
+        let _server = match metrics {
+            Some((address, handle)) => {
                 Some(crate::telemetry::server::start(address, handle, health.clone()).await?)
             }
-            _ => None,
+            None => None,
         };
         let mut client = self.client_config();
         if self.settings.metrics_address.is_some()
@@ -179,9 +196,6 @@ impl Dispatcher {
             hooks: self.hooks.clone(),
             states: self.states_for_run(&client)?,
         };
-        let signals = self
-            .signals
-            .then(|| tokio::spawn(wait_for_signal(self.shutdown.clone())));
         let mut running = Vec::new();
         for (group, specs) in &self.groups {
             match group::start(group, specs, &self.settings, &client, &shared) {
@@ -194,9 +208,6 @@ impl Dispatcher {
             }
         }
         join_all(running, self.settings.commit_timeout).await;
-        if let Some(s) = signals {
-            s.abort();
-        }
         match stop.take_error() {
             Some(e) => Err(e),
             None => {
@@ -282,29 +293,49 @@ async fn join_all(running: Vec<group::Running>, close_timeout: Duration) {
     }
 }
 
-async fn wait_for_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-            () = token.cancelled() => return,
-        }
+/// The task that turns SIGTERM or SIGINT (Ctrl-C) into a shutdown;
+/// stopped when dropped.
+struct SignalListener(tokio::task::JoinHandle<()>);
+
+impl Drop for SignalListener {
+    fn drop(&mut self) {
+        self.0.abort();
     }
+}
+
+/// Starts listening for SIGTERM and SIGINT (Ctrl-C elsewhere). On unix the
+/// handlers are installed before this returns, so a signal that arrives
+/// right after is not the default one that kills the process; elsewhere
+/// Ctrl-C is listened for once the task first runs.
+fn listen_for_signals(token: CancellationToken) -> SignalListener {
+    #[cfg(unix)]
+    let waiting = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let (mut term, mut int) = match (term, int) {
+                (Ok(term), Ok(int)) => (term, int),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGINT");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                () = token.cancelled() => return,
+            }
+            token.cancel();
+        }
+    };
     #[cfg(not(unix))]
-    {
+    let waiting = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received; shutting down"),
             () = token.cancelled() => return,
         }
-    }
-    token.cancel();
+        token.cancel();
+    };
+    SignalListener(tokio::spawn(waiting))
 }

@@ -168,10 +168,15 @@ async fn check_dead_letter_topics(
         .keys()
         .map(|t| ResourceSpecifier::Topic(t))
         .collect();
+    // A best-effort check, so a short wait: a cluster that has just
+    // answered the metadata request answers this in milliseconds, and
+    // librdkafka's mock cluster (the embedded broker reached by address,
+    // `dlq dev-broker`) names no controller, so DescribeConfigs waits out
+    // its whole timeout there on every start.
     let described = admin
         .describe_configs(
             &specifiers,
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(3))),
         )
         .await;
     let results = match described {

@@ -38,13 +38,9 @@ pub(super) fn by_consumer_group(
                 .flatten()
                 .find(|h| !h.policy.retry_topics().is_empty())
             {
-                return Err(Error::InvalidHandler {
-                    handler: h.qualified_name(),
-                    location: h.location(),
-                    reason: format!(
-                        "it uses retry topics, and auto.offset.reset={value} ({origin}) would skip the records written to a retry topic before this group first reads it; leave auto.offset.reset at earliest"
-                    ),
-                });
+                return Err(h.invalid(format!(
+                    "it uses retry topics, and auto.offset.reset={value} ({origin}) would skip the records written to a retry topic before this group first reads it; leave auto.offset.reset at earliest"
+                )));
             }
         }
     }
@@ -58,15 +54,11 @@ pub(super) fn by_consumer_group(
                 if level > 0 {
                     if let Some((other_group, other)) = retry_readers.get(&t) {
                         if other_group != group {
-                            return Err(Error::InvalidHandler {
-                                handler: h.qualified_name(),
-                                location: h.location(),
-                                reason: format!(
-                                    "its retry topic {t} is also read by {} ({}) in consumer group {other_group:?}: the groups would handle each other's retries; put {{group}} in retry_topic_name",
-                                    other.qualified_name(),
-                                    other.location()
-                                ),
-                            });
+                            return Err(h.invalid(format!(
+                                "its retry topic {t} is also read by {} ({}) in consumer group {other_group:?}: the groups would handle each other's retries; put {{group}} in retry_topic_name",
+                                other.qualified_name(),
+                                other.location()
+                            )));
                         }
                     }
                     retry_readers.insert(t.clone(), (group, h));

@@ -247,6 +247,7 @@ impl Committer {
         match answer.result {
             Ok(()) => {
                 metrics.commits.increment(1);
+                tracing::debug!(group = %self.group, offsets = %Listed(&answer.offsets), "offsets committed");
                 for e in answer.offsets.elements() {
                     let Offset::Offset(o) = e.offset() else {
                         continue;
@@ -412,6 +413,7 @@ impl Committer {
         match answer {
             Ok(Ok(())) => {
                 metrics.commits.increment(1);
+                tracing::debug!(group = %self.group, offsets = %Listed(&offsets), why, "offsets committed");
                 true
             }
             Ok(Err(e)) => {
@@ -425,6 +427,25 @@ impl Committer {
                 false
             }
         }
+    }
+}
+
+/// A commit list as `topic[partition]@offset,...`, formatted only when a
+/// log line that shows it is enabled.
+struct Listed<'a>(&'a TopicPartitionList);
+
+impl std::fmt::Display for Listed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.elements().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match e.offset() {
+                Offset::Offset(o) => write!(f, "{}[{}]@{o}", e.topic(), e.partition())?,
+                other => write!(f, "{}[{}]@{other:?}", e.topic(), e.partition())?,
+            }
+        }
+        Ok(())
     }
 }
 

@@ -301,4 +301,30 @@ impl Executor {
 }
 
 #[cfg(test)]
+impl Executor {
+    /// An executor of `spec` for the engine's unit tests: named `name`, in
+    /// group `g` on topic `t`, without listeners, states, series, a
+    /// concurrency cap or retry topics.
+    pub(crate) fn for_test(
+        spec: HandlerSpec,
+        name: &str,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> Self {
+        Executor {
+            spec,
+            name: Arc::from(name),
+            concurrency: None,
+            listeners: Arc::from(Vec::new()),
+            dead_letters,
+            group: Arc::from("g"),
+            states: None,
+            metrics: RecordMetrics::none(),
+            retry_level: 0,
+            source_topic: Arc::from("t"),
+            retry_writer: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;

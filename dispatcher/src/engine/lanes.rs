@@ -114,8 +114,6 @@ impl Lanes {
         }
     }
 
-    /// Drops every waiting record and frees every lane; returns how many
-    /// records were dropped.
     /// Drops the waiting records at or above `offset` (a rewind delivers
     /// them again) and keeps the ones below, and every lane's place.
     /// Returns how many were dropped.
@@ -129,6 +127,8 @@ impl Lanes {
         dropped
     }
 
+    /// Drops every waiting record and frees every lane; returns how many
+    /// records were dropped.
     pub(crate) fn clear(&mut self) -> usize {
         let dropped = self.keyed.values().map(VecDeque::len).sum::<usize>()
             + self.shared.as_ref().map_or(0, VecDeque::len);

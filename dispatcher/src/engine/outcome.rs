@@ -250,19 +250,11 @@ mod tests {
     #[tokio::test]
     async fn an_undecodable_record_names_each_cause_once_with_the_users_type_names() {
         let sink = Arc::new(Recording::default());
-        let executor = Executor {
-            spec: HandlerSpec::new("on_order", &["orders"], &DECODING),
-            name: Arc::from("app::on_order"),
-            concurrency: None,
-            listeners: Arc::from(Vec::new()),
-            dead_letters: sink.clone(),
-            group: Arc::from("g"),
-            states: None,
-            metrics: crate::telemetry::metrics::RecordMetrics::none(),
-            retry_level: 0,
-            source_topic: Arc::from("t"),
-            retry_writer: None,
-        };
+        let executor = Executor::for_test(
+            HandlerSpec::new("on_order", &["orders"], &DECODING),
+            "app::on_order",
+            sink.clone(),
+        );
         let msg = Message::new("orders", 0, 3).with_payload(r#"{"id": 1, "amount": "#);
         let first = executor.start(&msg);
         let finish = executor

@@ -166,11 +166,16 @@ impl HandlerSpec {
             return Ok(());
         }
         topic::check_retry_topic_name(self.policy.retry_topic_name(), self.topics, Some(group))
-            .map_err(|e| Error::InvalidHandler {
-                handler: self.qualified_name(),
-                location: self.location(),
-                reason: format!("retry_topic_name: {e}"),
-            })
+            .map_err(|e| self.invalid(format!("retry_topic_name: {e}")))
+    }
+
+    /// The error for this handler, declared invalid for `reason`.
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidHandler {
+            handler: self.qualified_name(),
+            location: self.location(),
+            reason: reason.into(),
+        }
     }
 
     /// Checks the spec with the attribute's rules: topic names, dead-letter
@@ -178,11 +183,7 @@ impl HandlerSpec {
     /// policy values. The macro checks what it can see at compile time;
     /// this catches hand-built specs.
     pub(crate) fn check(&self) -> Result<()> {
-        let invalid = |reason: String| Error::InvalidHandler {
-            handler: self.qualified_name(),
-            location: self.location(),
-            reason,
-        };
+        let invalid = |reason: String| self.invalid(reason);
         if self.topics.is_empty() {
             return Err(invalid("a handler needs at least one topic".to_owned()));
         }

@@ -276,8 +276,12 @@ impl TestKit {
     }
 
     /// Waits until the group's committed offset of every non-empty partition
-    /// of `topic` equals its end offset (read once, now), and returns the
-    /// committed offsets; fails after `timeout` with both in the error.
+    /// of `topic` reaches its end offset (read once, now), and returns the
+    /// committed offsets; fails after `timeout` with both in the error. A
+    /// committed offset past the reported end passes: some brokers (tansu)
+    /// report a high watermark short of the real end of the log, and then
+    /// this is only a lower bound; compare with the ends of what you
+    /// published for an exact check.
     pub async fn wait_committed_to_end(
         &self,
         topic: &str,
@@ -289,7 +293,7 @@ impl TestKit {
             let committed = self.committed_offsets(topic).await?;
             if ends
                 .iter()
-                .all(|(p, end)| *end == 0 || committed.get(p) == Some(end))
+                .all(|(p, end)| *end == 0 || committed.get(p).is_some_and(|c| c >= end))
             {
                 return Ok(committed);
             }

@@ -104,19 +104,7 @@ fn runtime(steps: Vec<Step>, policy: Policy, sink: Arc<Sink>) -> (Executor, &'st
     let spec = HandlerSpec::new("scripted", &["t"], handler)
         .declared_at("tests", file!(), line!())
         .with_policy(policy.with_fatal(&FATAL));
-    let rt = Executor {
-        spec,
-        name: Arc::from("tests::scripted"),
-        concurrency: None,
-        listeners: Arc::from(Vec::new()),
-        dead_letters: sink,
-        group: Arc::from("g"),
-        states: None,
-        metrics: crate::telemetry::metrics::RecordMetrics::none(),
-        retry_level: 0,
-        source_topic: Arc::from("t"),
-        retry_writer: None,
-    };
+    let rt = Executor::for_test(spec, "tests::scripted", sink);
     (rt, handler)
 }
 

@@ -71,17 +71,8 @@ fn context_for(global: Arc<Limit>, handler: &'static dyn Handler, policy: Policy
         .with_policy(policy);
     WorkerContext {
         executor: Arc::new(Executor {
-            spec,
-            name: Arc::from("tests::mixed"),
             concurrency: policy.concurrency().map(|n| Arc::new(Limit::new(n))),
-            listeners: Arc::from(Vec::new()),
-            dead_letters: Arc::new(NoSink),
-            group: Arc::from("g"),
-            states: None,
-            metrics: crate::telemetry::metrics::RecordMetrics::none(),
-            retry_level: 0,
-            source_topic: Arc::from("t"),
-            retry_writer: None,
+            ..Executor::for_test(spec, "tests::mixed", Arc::new(NoSink))
         }),
         global,
         stop: Arc::new(Stop::default()),
