@@ -8,12 +8,18 @@
 //! default 3 ms, split before and after the write) so that kills land while
 //! records are in flight.
 //!
+//! A payload ending in `:poison` (`key:seq:poison`) is logged the same way,
+//! then fails with an error the default policy dead-letters.
+//!
 //! The dispatcher's rebalance log events are appended to the same file as
 //! marker lines, `# assigned PID ...`, `# revoked PID ...` and
-//! `# drained PID ...`, so the checker can tell assignment epochs apart.
+//! `# drained PID ...`, so the checker can tell assignment epochs apart,
+//! and each successful commit as `# committed PID topic[p]@offset,...`.
 //!
-//! The periodic commit runs every 200 ms unless `E2E_COMMIT_INTERVAL_MS`
-//! says otherwise.
+//! Settings from the environment: `E2E_COMMIT_INTERVAL_MS` (default 200)
+//! and `E2E_SESSION_TIMEOUT_MS` (default 6000); the dispatcher's own
+//! environment settings apply as well (`DISPATCHER_PARTITION_BUFFER`,
+//! `DISPATCHER_RDKAFKA_CONSUMER_PARTITION_ASSIGNMENT_STRATEGY`, ...).
 //!
 //! Brokers and group come from `KAFKA_BROKERS` and `KAFKA_GROUP_ID`. Exits 0
 //! after a clean shutdown (SIGTERM/SIGINT), 1 when `run()` fails.
@@ -46,6 +52,18 @@ fn append(line: &str) {
 
 struct AppendToLog;
 
+/// What a poison record fails with: not retryable, so it is dead-lettered.
+#[derive(Debug)]
+struct Poison;
+
+impl std::fmt::Display for Poison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("poison record (the test marks ~1% of records so)")
+    }
+}
+
+impl std::error::Error for Poison {}
+
 impl Handler for AppendToLog {
     fn call(&self, msg: Message) -> HandlerFuture<'static> {
         Box::pin(async move {
@@ -56,7 +74,11 @@ impl Handler for AppendToLog {
                 tokio::time::sleep(Duration::from_millis(before)).await;
             }
             let payload = String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned();
-            let (key, seq) = payload
+            let (body, poison) = match payload.strip_suffix(":poison") {
+                Some(body) => (body, true),
+                None => (payload.as_str(), false),
+            };
+            let (key, seq) = body
                 .split_once(':')
                 .expect("payloads are written as key:seq");
             append(&format!(
@@ -67,6 +89,9 @@ impl Handler for AppendToLog {
             ));
             if after > 0 {
                 tokio::time::sleep(Duration::from_millis(after)).await;
+            }
+            if poison {
+                return Err(dispatcher::handler::HandlerError::new(Poison));
             }
             Ok(())
         })
@@ -82,6 +107,7 @@ struct Markers;
 struct Fields {
     message: String,
     partitions: String,
+    offsets: String,
 }
 
 impl Visit for Fields {
@@ -89,6 +115,7 @@ impl Visit for Fields {
         match field.name() {
             "message" => self.message = value.to_owned(),
             "partitions" => self.partitions = value.to_owned(),
+            "offsets" => self.offsets = value.to_owned(),
             _ => {}
         }
     }
@@ -97,6 +124,7 @@ impl Visit for Fields {
         match field.name() {
             "message" => self.message = format!("{value:?}"),
             "partitions" => self.partitions = format!("{value:?}"),
+            "offsets" => self.offsets = format!("{value:?}"),
             _ => {}
         }
     }
@@ -112,12 +140,27 @@ impl<S: Subscriber> Layer<S> for Markers {
             "revoked"
         } else if fields.message.starts_with("partitions drained") {
             "drained"
+        } else if fields.message == "offsets committed" {
+            append(&format!(
+                "# committed {} {}\n",
+                std::process::id(),
+                fields.offsets.replace(' ', "")
+            ));
+            return;
         } else {
             return;
         };
         let partitions = fields.partitions.replace(' ', "");
         append(&format!("# {kind} {} {partitions}\n", std::process::id()));
     }
+}
+
+/// The number in environment variable `name`, if set.
+fn number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
 }
 
 fn env(name: &str) -> String {
@@ -134,16 +177,9 @@ async fn main() -> ExitCode {
         .open(env("E2E_LOG"))
         .expect("open the e2e log");
     LOG.set(log).expect("the log is set once");
-    let max_sleep = std::env::var("E2E_MAX_SLEEP_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    MAX_SLEEP_MS.set(max_sleep).expect("set once");
-
-    let commit_interval_ms = std::env::var("E2E_COMMIT_INTERVAL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    MAX_SLEEP_MS
+        .set(number("E2E_MAX_SLEEP_MS").unwrap_or(3))
+        .expect("set once");
 
     let stderr_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn"));
@@ -154,7 +190,8 @@ async fn main() -> ExitCode {
                 .with_filter(stderr_filter),
         )
         .with(Markers.with_filter(filter::filter_fn(|m| {
-            m.target().starts_with("dispatcher") && *m.level() <= Level::INFO
+            m.target().starts_with("dispatcher")
+                && (*m.level() <= Level::INFO || m.target() == "dispatcher::engine::commit")
         })))
         .init();
 
@@ -165,9 +202,14 @@ async fn main() -> ExitCode {
         .without_registered_handlers()
         .handler(spec)
         .client_id(format!("test_consumer-{}", std::process::id()))
-        .kafka_property("session.timeout.ms", "6000")
-        .kafka_property("heartbeat.interval.ms", "1000")
-        .commit_interval(Duration::from_millis(commit_interval_ms))
+        .consumer_property(
+            "session.timeout.ms",
+            number("E2E_SESSION_TIMEOUT_MS").unwrap_or(6000).to_string(),
+        )
+        .consumer_property("heartbeat.interval.ms", "1000")
+        .commit_interval(Duration::from_millis(
+            number("E2E_COMMIT_INTERVAL_MS").unwrap_or(200),
+        ))
         .drain_timeout(Duration::from_secs(5))
         .build();
     let dispatcher = match built {
