@@ -2,6 +2,7 @@
 //! lane, runs them within the in-flight caps, and publishes the watermark.
 
 use super::backlog::Backlog;
+use super::convert::Batch;
 use super::execute::{Done, Executor, Finish, FirstAttempt};
 use super::lanes::{LaneId, Lanes};
 use super::limit::{Limit, Slots};
@@ -42,7 +43,7 @@ pub(crate) struct PartitionShared {
 
 /// The poll thread's handle on a partition's worker.
 pub(crate) struct PartitionHandle {
-    pub(crate) records: mpsc::UnboundedSender<Vec<Message>>,
+    pub(crate) records: mpsc::UnboundedSender<Batch>,
     pub(crate) shared: Arc<PartitionShared>,
     pub(crate) stop: CancellationToken,
     /// Disconnects when the worker has exited.
@@ -50,9 +51,9 @@ pub(crate) struct PartitionHandle {
 }
 
 impl PartitionHandle {
-    /// Hands a batch taken from Kafka (`bytes` in all) to the worker.
-    pub(crate) fn send(&self, batch: Vec<Message>, bytes: usize) -> bool {
-        self.shared.backlog.take(batch.len(), bytes);
+    /// Hands a batch taken from Kafka to the worker.
+    pub(crate) fn send(&self, batch: Batch) -> bool {
+        self.shared.backlog.take(batch.len(), batch.bytes());
         self.records.send(batch).is_ok()
     }
 }
@@ -205,9 +206,9 @@ struct Worker {
 impl Worker {
     /// Tracks the records of a batch and starts those that may start: a
     /// record whose lane is free and for which a slot is free runs at once.
-    fn enqueue(&mut self, batch: Vec<Message>, running: &mut Running) {
+    fn enqueue(&mut self, batch: Batch, running: &mut Running) {
         self.counts.received += batch.len() as u64;
-        for mut msg in batch {
+        for mut msg in batch.into_messages() {
             if let Tracked::Rewound { last } = self.tracker.track(msg.offset(), msg.size()) {
                 self.rewound(&msg, last);
             }
@@ -429,7 +430,7 @@ impl Worker {
 
     async fn run(
         mut self,
-        mut records: mpsc::UnboundedReceiver<Vec<Message>>,
+        mut records: mpsc::UnboundedReceiver<Batch>,
         _exited: std::sync::mpsc::Sender<()>,
     ) {
         let _stop_if_unwinding = StopIfUnwinding {

@@ -124,7 +124,7 @@ fn take_records(ctx: &GroupContext, failures: &mut Vec<KafkaError>) -> usize {
             continue;
         };
         let limit = room.records.min(batch_limit);
-        let mut run = Run::new(&p.topic);
+        let mut run = Run::new(&p.topic, p.partition);
         p.more = false;
         while run.len() < limit && run.bytes() < room.bytes {
             match queue.poll(Duration::ZERO) {
@@ -140,8 +140,7 @@ fn take_records(ctx: &GroupContext, failures: &mut Vec<KafkaError>) -> usize {
             continue;
         }
         taken += run.len();
-        let (records, bytes) = run.finish();
-        if !p.worker.send(records, bytes) {
+        if !p.worker.send(run.finish()) {
             tracing::error!(topic = &*p.topic, partition = p.partition, "partition worker is gone; its records will be delivered again after the next rebalance");
         }
     }
@@ -162,11 +161,10 @@ fn route_unsplit(ctx: &GroupContext, m: BorrowedMessage<'_>) {
         );
         return;
     };
-    let mut run = Run::new(&tp.0);
+    let mut run = Run::new(&tp.0, tp.1);
     run.push(&m);
     drop(m);
-    let (records, bytes) = run.finish();
-    p.worker.send(records, bytes);
+    p.worker.send(run.finish());
 }
 
 /// Stores the watermarks that moved.

@@ -96,8 +96,7 @@ fn start(cx: WorkerContext, partition: i32) -> PartitionHandle {
 
 /// Sends a batch to a worker the way the poll thread does.
 fn hand_over(handle: &PartitionHandle, batch: Vec<Message>) {
-    let bytes = batch.iter().map(Message::size).sum();
-    assert!(handle.send(batch, bytes), "worker is running");
+    assert!(handle.send(Batch::of(&batch)), "worker is running");
 }
 
 fn committable(handle: &PartitionHandle) -> i64 {
