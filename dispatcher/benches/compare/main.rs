@@ -34,7 +34,8 @@
 //! | `BENCH_ROUNDS` | 3 | rounds per measurement (medians) |
 //! | `BENCH_SCALE` | 1.0 | multiplies every record count and paced duration |
 //! | `BENCH_RECORDS` | 1,000,000 × scale | records of the overhead part |
-//! | `BENCH_PARTITIONS` | 32 embedded, 4 on a broker | partitions of the overhead, scaling and paced topics |
+//! | `BENCH_PARTITIONS` | 32 embedded, 4 on a broker | partitions of the overhead and scaling topics |
+//! | `BENCH_PACED_PARTITIONS` | 4 | partitions of the paced topics (on the embedded cluster, 32 partitions at `linger.ms=1` are some 32,000 produce requests a second, more than its one thread answers on time) |
 //! | `BENCH_LATENCIES_MS`, `BENCH_CAPS` | 1,10 and 1,10,100,1000,10000 | the scaling grid |
 //! | `BENCH_RATES`, `BENCH_PACED_SECS` | 1000,10000 and max(2, 10 × scale) | the paced runs |
 //! | `BENCH_LINGER_MS` | 1 | the paced producer's `linger.ms` |
@@ -150,8 +151,10 @@ struct Setup {
     embedded: bool,
     scale: f64,
     rounds: usize,
-    /// Partitions of the overhead, scaling and paced topics.
+    /// Partitions of the overhead and scaling topics.
     partitions: i32,
+    /// Partitions of the paced topics.
+    paced_partitions: i32,
     /// `BENCH_CONSUMER_PROPS`, for every consumer.
     props: Vec<(String, String)>,
     metrics: bool,
@@ -174,6 +177,7 @@ impl Setup {
             // The embedded cluster keeps about 5 MiB per partition (some
             // 40,000 of these records): 32 hold the overhead part's million.
             partitions: knob("BENCH_PARTITIONS").unwrap_or(if embedded { 32 } else { 4 }),
+            paced_partitions: knob("BENCH_PACED_PARTITIONS").unwrap_or(4),
             props,
             metrics: std::env::var("BENCH_METRICS").is_ok_and(|v| v == "1"),
         }

@@ -16,8 +16,9 @@ pub(super) fn paced(setup: &Setup, helper: &mut Helper, report: &mut Report) {
         Target::Dispatcher(OrderingMode::Key),
     ];
     println!(
-        "\npaced: {} s at each of {rates:?} records/s, producer linger.ms={}; {} rounds",
+        "\npaced: {} s at each of {rates:?} records/s, {} partitions, producer linger.ms={}; {} rounds",
         secs,
+        setup.paced_partitions,
         helper::paced_linger_ms(),
         setup.rounds
     );
@@ -33,7 +34,7 @@ pub(super) fn paced(setup: &Setup, helper: &mut Helper, report: &mut Report) {
         .iter()
         .map(|_| targets.iter().map(|_| cell()).collect())
         .collect();
-    let warm_n = (setup.partitions as usize * 20).max(100);
+    let warm_n = (setup.paced_partitions as usize * 20).max(100);
     for round in 0..setup.rounds {
         for (r, &rate) in rates.iter().enumerate() {
             for j in 0..targets.len() {
@@ -42,7 +43,7 @@ pub(super) fn paced(setup: &Setup, helper: &mut Helper, report: &mut Report) {
                 // paced ones once the consumer has read them all, i.e. owns
                 // every partition and is fetching.
                 let topic = unique(&format!("paced-{rate}"));
-                setup.topic(helper, &topic, setup.partitions);
+                setup.topic(helper, &topic, setup.paced_partitions);
                 let warm = helper.produce(&topic, warm_n, "none");
                 let count = ((rate as f64 * secs) as usize).max(10);
                 let probe = Probe::new(None, true);
@@ -80,7 +81,8 @@ pub(super) fn paced(setup: &Setup, helper: &mut Helper, report: &mut Report) {
     }
     let mut table = Table::new(
         format!(
-            "Paced: produce-to-handled latency and CPU per record (medians of {} rounds)",
+            "Paced: produce-to-handled latency and CPU per record, {} partitions (medians of {} rounds)",
+            setup.paced_partitions,
             setup.rounds
         ),
         &[
@@ -168,6 +170,6 @@ pub(super) fn paced(setup: &Setup, helper: &mut Helper, report: &mut Report) {
     report.table(table);
     report.json.insert(
         "paced".into(),
-        json!({"seconds": secs, "linger_ms": helper::paced_linger_ms(), "partitions": setup.partitions, "rows": json_rows}),
+        json!({"seconds": secs, "linger_ms": helper::paced_linger_ms(), "partitions": setup.paced_partitions, "rows": json_rows}),
     );
 }
