@@ -2,6 +2,7 @@
 
 mod builder;
 mod engine;
+mod producer;
 mod publish;
 mod run;
 mod state;

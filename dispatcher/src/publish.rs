@@ -1,12 +1,12 @@
 //! Records a handler writes (consume-transform-produce), through the
 //! dispatcher's producer.
 
-use crate::client::HooksContext;
 use crate::extract::{DecodeError, FromMessage};
 use crate::message::Message;
+use crate::producer::Producer;
 use crate::state::States;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::fmt;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use std::time::Duration;
 /// ```
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer<HooksContext>,
+    producer: Producer,
 }
 
 impl fmt::Debug for Publisher {
@@ -49,7 +49,7 @@ impl fmt::Debug for Publisher {
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Publisher {
-    pub(crate) fn new(producer: FutureProducer<HooksContext>) -> Self {
+    pub(crate) fn new(producer: Producer) -> Self {
         Publisher { producer }
     }
 
@@ -79,7 +79,7 @@ impl Publisher {
             record = record.headers(headers);
         }
         match self.producer.send(record, QUEUE_TIMEOUT).await {
-            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Ok(place) => Ok(place),
             Err((source, _)) => Err(PublishError {
                 topic: topic.to_owned(),
                 source,

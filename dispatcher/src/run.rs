@@ -234,6 +234,7 @@ impl Dispatcher {
             &self.settings,
             &self.hooks,
             "the handlers' producer",
+            "pub-delivery",
         )?;
         let mut states = (*self.states).clone();
         states.insert(crate::publish::Publisher::new(producer));

@@ -3,19 +3,19 @@
 
 use super::headers::{self, bounded};
 use super::{DeadLetter, DeadLetterSink, SinkError};
-use crate::client::HooksContext;
 use crate::message::Message;
 use crate::policy::RetrySchedule;
+use crate::producer::Producer;
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Writes dead letters to Kafka and waits for the broker's acknowledgement,
 /// retrying a failed write on its [`RetrySchedule`].
 pub(crate) struct KafkaDeadLetters {
-    producer: FutureProducer<HooksContext>,
+    producer: Producer,
     retry: RetrySchedule,
 }
 
@@ -49,7 +49,7 @@ enum Body {
 }
 
 impl KafkaDeadLetters {
-    pub(crate) fn new(producer: FutureProducer<HooksContext>, retry: RetrySchedule) -> Self {
+    pub(crate) fn new(producer: Producer, retry: RetrySchedule) -> Self {
         KafkaDeadLetters { producer, retry }
     }
 

@@ -3,12 +3,12 @@
 //! its source offset moves on once the broker acknowledged the write.
 
 use super::headers::{self, bounded};
-use crate::client::HooksContext;
 use crate::message::Message;
 use crate::policy::RetrySchedule;
+use crate::producer::Producer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where a record came from and what happened to it so far, as its retry
@@ -100,12 +100,12 @@ pub(crate) struct Handoff<'a> {
 /// Writes records to retry topics and waits for the broker's
 /// acknowledgement, retrying a failed write on its schedule.
 pub(crate) struct RetryWriter {
-    producer: FutureProducer<HooksContext>,
+    producer: Producer,
     retry: RetrySchedule,
 }
 
 impl RetryWriter {
-    pub(crate) fn new(producer: FutureProducer<HooksContext>, retry: RetrySchedule) -> Self {
+    pub(crate) fn new(producer: Producer, retry: RetrySchedule) -> Self {
         RetryWriter { producer, retry }
     }
 

@@ -14,10 +14,10 @@ use crate::dead_letter::{DeadLetterSink, KafkaDeadLetters};
 use crate::error::{Error, Result};
 use crate::event::EventListener;
 use crate::handler::HandlerSpec;
+use crate::producer::Producer;
 use crate::telemetry::metrics::RecordMetrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureProducer;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -58,13 +58,15 @@ pub(crate) const CONSUMER_DEFAULTS: [(&str, &str); 5] = [
 ];
 
 /// A producer with the configuration's producer properties: idempotent,
-/// `acks=all`, for dead letters and for handlers' `Publisher`s.
+/// `acks=all`, for dead letters and for handlers' `Publisher`s. `what`
+/// names it in errors; `thread` names its delivery thread.
 pub(crate) fn producer(
     client: &ClientConfig,
     settings: &Settings,
     hooks: &ClientHooks,
     what: &str,
-) -> Result<FutureProducer<HooksContext>> {
+    thread: &str,
+) -> Result<Producer> {
     let mut config = client.clone();
     for (k, (v, _)) in &settings.kafka.producer {
         config.set(k, v.expose());
@@ -74,8 +76,7 @@ pub(crate) fn producer(
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000");
-    config
-        .create_with_context(HooksContext::new(hooks.clone()))
+    Producer::create(&config, HooksContext::new(hooks.clone()), thread)
         .map_err(|e| Error::kafka(format!("creating {what}"), e))
 }
 
@@ -98,13 +99,25 @@ pub(crate) fn start(
     let dead_letters: Arc<dyn DeadLetterSink> = match &shared.sink {
         Some(sink) => sink.clone(),
         None => {
-            let producer = producer(client, settings, &shared.hooks, "the dead-letter producer")?;
+            let producer = producer(
+                client,
+                settings,
+                &shared.hooks,
+                "the dead-letter producer",
+                "dlt-delivery",
+            )?;
             Arc::new(KafkaDeadLetters::new(producer, settings.dead_letter_retry))
         }
     };
     let group_name: Arc<str> = Arc::from(group);
     let retry_writer = if specs.iter().any(|s| !s.policy.retry_topics().is_empty()) {
-        let producer = producer(client, settings, &shared.hooks, "the retry-topic producer")?;
+        let producer = producer(
+            client,
+            settings,
+            &shared.hooks,
+            "the retry-topic producer",
+            "retry-delivery",
+        )?;
         Some(Arc::new(RetryWriter::new(
             producer,
             settings.dead_letter_retry,
