@@ -16,7 +16,7 @@
 
 use crate::client::HooksContext;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Message as _, OwnedMessage, Timestamp, ToBytes};
+use rdkafka::message::{Message as _, ToBytes};
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureRecord, ProducerContext};
 use rdkafka::ClientConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +33,8 @@ const POLL_FOR: Duration = Duration::from_secs(1);
 /// is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Where a record was written, or why it was not.
-pub(crate) type Delivery = Result<(i32, i64), (KafkaError, OwnedMessage)>;
+/// Where a record was written (partition, offset), or why it was not.
+pub(crate) type Delivery = Result<(i32, i64), KafkaError>;
 
 impl ProducerContext for HooksContext {
     type DeliveryOpaque = Box<oneshot::Sender<Delivery>>;
@@ -46,7 +46,7 @@ impl ProducerContext for HooksContext {
     ) {
         let delivery = match result {
             Ok(m) => Ok((m.partition(), m.offset())),
-            Err((e, m)) => Err((e.clone(), m.detach())),
+            Err((e, _)) => Err(e.clone()),
         };
         // The sender's future may be gone (dropped mid-send): nobody waits.
         let _ = reply.send(delivery);
@@ -129,20 +129,7 @@ impl Producer {
                 Ok(()) => {
                     // The producer outlives this call (`self` holds it), so
                     // librdkafka reports on every record it took.
-                    return delivered.await.unwrap_or_else(|_| {
-                        Err((
-                            KafkaError::Canceled,
-                            OwnedMessage::new(
-                                None,
-                                None,
-                                String::new(),
-                                Timestamp::NotAvailable,
-                                -1,
-                                -1,
-                                None,
-                            ),
-                        ))
-                    });
+                    return delivered.await.unwrap_or(Err(KafkaError::Canceled));
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if started.elapsed() < queue_timeout =>
@@ -150,19 +137,7 @@ impl Producer {
                     base = back;
                     tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
                 }
-                Err((e, back)) => {
-                    let message = OwnedMessage::new(
-                        back.payload.map(|p| p.to_bytes().to_vec()),
-                        back.key.map(|k| k.to_bytes().to_vec()),
-                        back.topic.to_owned(),
-                        back.timestamp
-                            .map_or(Timestamp::NotAvailable, Timestamp::CreateTime),
-                        back.partition.unwrap_or(-1),
-                        -1,
-                        back.headers,
-                    );
-                    return Err((e, message));
-                }
+                Err((e, _)) => return Err(e),
             }
         }
     }
@@ -220,7 +195,7 @@ mod tests {
             .await
             .expect("delivered");
         assert_eq!((partition, offset), (1, 0));
-        let (error, message) = producer
+        let error = producer
             .send(
                 FutureRecord::<str, str>::to("out")
                     .payload("v")
@@ -236,8 +211,6 @@ mod tests {
             ),
             "{error:?}"
         );
-        assert_eq!(message.payload(), Some(&b"v"[..]));
-        assert_eq!(message.topic(), "out");
     }
 
     /// The CPU an idle producer's delivery thread spends: rust-rdkafka's

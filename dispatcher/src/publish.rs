@@ -80,7 +80,7 @@ impl Publisher {
         }
         match self.producer.send(record, QUEUE_TIMEOUT).await {
             Ok(place) => Ok(place),
-            Err((source, _)) => Err(PublishError {
+            Err(source) => Err(PublishError {
                 topic: topic.to_owned(),
                 source,
             }),

@@ -139,7 +139,6 @@ impl KafkaDeadLetters {
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| e)
     }
 
     async fn write(&self, msg: &Message, dl: &DeadLetter<'_>) -> Result<(), KafkaError> {

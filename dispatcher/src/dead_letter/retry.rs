@@ -173,7 +173,7 @@ impl RetryWriter {
             }
             let error = match self.producer.send(record, Duration::from_secs(30)).await {
                 Ok(_) => return Ok(()),
-                Err((e, _)) => e,
+                Err(e) => e,
             };
             match self.retry.delay_before(attempt) {
                 Some(delay) => {
