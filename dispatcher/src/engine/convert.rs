@@ -105,6 +105,10 @@ impl Run {
         let Some(part) = part else {
             return Part::Absent;
         };
+        if part.is_empty() {
+            // No buffer to point into: the run's may never get a byte.
+            return Part::Own(Bytes::new());
+        }
         if part.len() > ARENA_BYTES / 2 {
             return Part::Own(Bytes::copy_from_slice(part));
         }
@@ -308,6 +312,9 @@ mod tests {
             .collect();
         let batch = Batch::of(&messages);
         assert_eq!(batch.len(), messages.len());
+        // A run of nothing but empty parts.
+        let empty = vec![Message::new("orders", 0, 1).with_key("").with_payload("")];
+        assert_eq!(Batch::of(&empty).into_messages().collect::<Vec<_>>(), empty);
         assert_eq!(
             batch.bytes(),
             messages.iter().map(Message::size).sum::<usize>()
