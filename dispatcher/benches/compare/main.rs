@@ -38,7 +38,7 @@
 //! | `BENCH_PACED_PARTITIONS` | 4 | partitions of the paced topics (on the embedded cluster, 32 partitions at `linger.ms=1` are some 32,000 produce requests a second, more than its one thread answers on time) |
 //! | `BENCH_LATENCIES_MS`, `BENCH_CAPS` | 1,10 and 1,10,100,1000,10000 | the scaling grid |
 //! | `BENCH_RATES`, `BENCH_PACED_SECS` | 1000,10000 and max(2, 10 × scale) | the paced runs |
-//! | `BENCH_LINGER_MS` | 1 | the paced producer's `linger.ms` |
+//! | `BENCH_LINGER_MS` | 5 embedded, 1 on a broker | the paced producer's `linger.ms` (see `support::helper::paced_linger_ms`) |
 //! | `BENCH_MEMORY_RECORDS`, `BENCH_MEMORY_PARTITIONS` | 1000000,5000000 (× scale) and 64 | the memory part |
 //! | `BENCH_MEMORY_COMPRESSION` | lz4 embedded, none on a broker | the backlog's compression |
 //! | `BENCH_CONSUMER_PROPS` | none | `k=v,k=v` librdkafka properties for every consumer |
