@@ -1,11 +1,11 @@
 //! Which broker a scenario runs on, unique names, running one scenario at
 //! a time, and what the scenarios with consumer processes share.
 
-use dispatcher_tests::{handled_all, read_log, Scenario, WorkDir};
+use dispatcher_tests::{handled_all, read_log, ChildGuard, ConsumerConfig, Scenario, WorkDir};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -91,6 +91,33 @@ impl Processes {
             group,
             scenario,
         }
+    }
+
+    /// The scenario's parts, in the order the scenarios bind them: the
+    /// work directory, the topic, the group, the `test_broker` process
+    /// (`None` on `KAFKA_BROKERS`; bind it for the whole scenario, as it is
+    /// killed when dropped), the bootstrap servers, the handling log and how
+    /// to start consumers.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        WorkDir,
+        String,
+        String,
+        Option<ChildGuard>,
+        String,
+        PathBuf,
+        ConsumerConfig,
+    ) {
+        let Scenario {
+            broker,
+            brokers,
+            log,
+            consumers,
+        } = self.scenario;
+        (
+            self.dir, self.topic, self.group, broker, brokers, log, consumers,
+        )
     }
 }
 

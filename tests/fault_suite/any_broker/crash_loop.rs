@@ -20,7 +20,7 @@ use crate::report::Row;
 use crate::setup;
 use dispatcher_tests::{
     caught_up, check, check_dead_letters, committed, poison_records, read_log, records_by_pid,
-    wait_for, KeyedProducer, LogLine, Scenario,
+    wait_for, KeyedProducer, LogLine,
 };
 use rand::Rng;
 use std::time::{Duration, Instant};
@@ -42,18 +42,8 @@ async fn sigkilled_consumers_lose_nothing_and_dead_letter_every_poison_record() 
     let _one = setup::one_at_a_time().await;
     let started = Instant::now();
     let mut rng = setup::seeded_rng("crash loop");
-    let setup::Processes {
-        mut dir,
-        topic,
-        group,
-        scenario:
-            Scenario {
-                broker: _broker,
-                brokers,
-                log,
-                consumers,
-            },
-    } = setup::Processes::start("crash-loop", PARTITIONS);
+    let (mut dir, topic, group, _broker, brokers, log, consumers) =
+        setup::Processes::start("crash-loop", PARTITIONS).into_parts();
     let producer =
         KeyedProducer::start_with(&brokers, &topic, KEYS, Duration::from_millis(40), true);
 

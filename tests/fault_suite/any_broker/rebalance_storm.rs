@@ -22,7 +22,6 @@ use crate::setup;
 use dispatcher_tests::tansu::free_port;
 use dispatcher_tests::{
     check, committed, read_log, scrape, wait_for, ChildGuard, ConsumerConfig, KeyedProducer,
-    Scenario,
 };
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,18 +141,8 @@ async fn storm(label: &str, strategy: &str) {
     let _one = setup::one_at_a_time().await;
     let started = Instant::now();
     let mut rng = setup::seeded_rng(&format!("storm ({label})"));
-    let setup::Processes {
-        mut dir,
-        topic,
-        group,
-        scenario:
-            Scenario {
-                broker: _broker,
-                brokers,
-                log,
-                consumers,
-            },
-    } = setup::Processes::start(&format!("storm-{label}"), PARTITIONS);
+    let (mut dir, topic, group, _broker, brokers, log, consumers) =
+        setup::Processes::start(&format!("storm-{label}"), PARTITIONS).into_parts();
     let producer = KeyedProducer::start(&brokers, &topic, KEYS, Duration::from_millis(40));
     let sampler = PausedSampler::start();
     let mut spawned = 0;

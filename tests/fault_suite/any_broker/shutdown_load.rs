@@ -10,9 +10,7 @@
 use crate::report::Row;
 use crate::setup;
 use dispatcher_tests::tansu::free_port;
-use dispatcher_tests::{
-    check, read_log, records_by_pid, scrape, wait_for, KeyedProducer, LogLine, Scenario,
-};
+use dispatcher_tests::{check, read_log, records_by_pid, scrape, wait_for, KeyedProducer, LogLine};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 4;
@@ -25,18 +23,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 async fn sigterm_with_thousands_in_flight_drains_commits_and_redelivers_nothing_committed() {
     let _one = setup::one_at_a_time().await;
     let started = Instant::now();
-    let setup::Processes {
-        mut dir,
-        topic,
-        group,
-        scenario:
-            Scenario {
-                broker: _broker,
-                brokers,
-                log,
-                consumers,
-            },
-    } = setup::Processes::start("shutdown-load", PARTITIONS);
+    let (mut dir, topic, group, _broker, brokers, log, consumers) =
+        setup::Processes::start("shutdown-load", PARTITIONS).into_parts();
     let producer = KeyedProducer::start(&brokers, &topic, KEYS, Duration::from_millis(1));
     let filled = wait_for(
         "the backlog to be written",

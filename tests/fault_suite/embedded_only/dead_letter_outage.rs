@@ -163,6 +163,34 @@ impl Setup {
     }
 }
 
+/// Emits part `scenario`'s report row: the `published` records, `lost`
+/// of them, the handler's extra calls, the `dead_lettered` poison records,
+/// and the recovery time when `settled`; else `notes` end with why not.
+fn emit_row(
+    scenario: &str,
+    setup: &Setup,
+    published: &BTreeMap<(i32, i64), String>,
+    lost: usize,
+    dead_lettered: usize,
+    settled: Result<Duration, impl std::fmt::Display>,
+    mut notes: String,
+) {
+    if let Err(e) = &settled {
+        notes.push_str(&format!("; NOT RECOVERED within {LIVENESS:?}: {e}"));
+    }
+    Row {
+        scenario: scenario.into(),
+        broker: "embedded".into(),
+        records: published.len() as u64,
+        lost: lost as u64,
+        duplicates: setup.calls.extra(),
+        dead_lettered: dead_lettered as u64,
+        recovery: settled.ok(),
+        notes,
+    }
+    .emit();
+}
+
 /// Part (a): the outage clears within the retry schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_outage_that_clears() {
@@ -240,26 +268,21 @@ async fn a_dead_letter_outage_that_clears() {
         .keys()
         .filter(|at| open.contains(at) || no_letter.contains(at) || setup.calls.count(**at) == 0)
         .count();
-    let mut notes = format!(
+    let notes = format!(
         "every Produce refused (TOPIC_AUTHORIZATION_FAILED) for 3 s after the poison record at offset {} failed; \
          {checks} checks during the fault: not finished, committed offset at most {highest_committed:?} (<= {}); \
          {handled_behind} records behind it with other keys handled meanwhile; dead-letter retry 100 x 200 ms",
         poison.1, poison.1
     );
-    if let Err(e) = &settled {
-        notes.push_str(&format!("; NOT RECOVERED within {LIVENESS:?}: {e}"));
-    }
-    Row {
-        scenario: "6a. dead-letter outage that clears".into(),
-        broker: "embedded".into(),
-        records: published.len() as u64,
-        lost: lost as u64,
-        duplicates: setup.calls.extra(),
-        dead_lettered: (poison_records.len() - no_letter.len()) as u64,
-        recovery: settled.is_ok().then_some(recovery),
+    emit_row(
+        "6a. dead-letter outage that clears",
+        &setup,
+        &published,
+        lost,
+        poison_records.len() - no_letter.len(),
+        settled.as_ref().map(|()| recovery),
         notes,
-    }
-    .emit();
+    );
 
     settled.expect("after the fault clears, everything is finished and committed to the end");
     assert!(no_letter.is_empty(), "no dead letter for {no_letter:?}");
@@ -356,27 +379,22 @@ async fn a_dead_letter_outage_that_never_clears() {
         .filter(|at| (open.contains(at) && !finished_first(at)) || no_letter.contains(at))
         .count();
     let delivered_again = setup.calls.count(poison);
-    let mut notes = format!(
+    let notes = format!(
         "every Produce refused (TOPIC_AUTHORIZATION_FAILED); dead-letter retry 3 x 200 ms; run() failed after {:.2} s naming {place}; \
          committed offset then {committed:?} (poison at {}); poison record delivered {delivered_again} times in all; \
          recovery from the fault's clearing and a restart in the same group",
         stopped_after.as_secs_f64(),
         poison.1
     );
-    if let Err(e) = &settled {
-        notes.push_str(&format!("; NOT RECOVERED within {LIVENESS:?}: {e}"));
-    }
-    Row {
-        scenario: "6b. dead-letter outage that never clears".into(),
-        broker: "embedded".into(),
-        records: published.len() as u64,
-        lost: lost as u64,
-        duplicates: setup.calls.extra(),
-        dead_lettered: (poison_records.len() - no_letter.len()) as u64,
-        recovery: settled.is_ok().then_some(recovery),
+    emit_row(
+        "6b. dead-letter outage that never clears",
+        &setup,
+        &published,
+        lost,
+        poison_records.len() - no_letter.len(),
+        settled.as_ref().map(|()| recovery),
         notes,
-    }
-    .emit();
+    );
 
     assert!(
         not_past,
