@@ -41,6 +41,7 @@
 //! | `BENCH_LINGER_MS` | 5 embedded, 1 on a broker | the paced producer's `linger.ms` (see `support::helper::paced_linger_ms`) |
 //! | `BENCH_MEMORY_RECORDS`, `BENCH_MEMORY_PARTITIONS` | 1000000,5000000 (× scale) and 64 | the memory part |
 //! | `BENCH_MEMORY_COMPRESSION` | lz4 embedded, none on a broker | the backlog's compression |
+//! | `BENCH_MEMORY_HANDLER_MS` | 1 | how long the dispatcher's handler sleeps in the memory part (slower than the fetch, so its buffers fill to their caps) |
 //! | `BENCH_CONSUMER_PROPS` | none | `k=v,k=v` librdkafka properties for every consumer |
 //! | `BENCH_OUT` | `target/bench` | plots and results; relative to the workspace root |
 //! | `BENCH_METRICS=1`, `BENCH_LOG=1` | off | the dispatcher with its Prometheus recorder / `run()`'s log subscriber |
