@@ -68,7 +68,15 @@ pub(crate) struct Processes {
     pub(crate) dir: WorkDir,
     pub(crate) topic: String,
     pub(crate) group: String,
-    pub(crate) scenario: Scenario,
+    /// The `test_broker` process (`None` on `KAFKA_BROKERS`): bind it for
+    /// the whole scenario, as it is killed when dropped.
+    pub(crate) broker: Option<ChildGuard>,
+    /// The bootstrap servers.
+    pub(crate) brokers: String,
+    /// The consumers' handling log.
+    pub(crate) log: PathBuf,
+    /// How to start consumers.
+    pub(crate) consumers: ConsumerConfig,
 }
 
 impl Processes {
@@ -77,7 +85,12 @@ impl Processes {
         let topic = unique(&format!("fs-{name}"));
         let group = format!("{topic}-group");
         let dir = WorkDir::new(name);
-        let scenario = Scenario::start(
+        let Scenario {
+            broker,
+            brokers,
+            log,
+            consumers,
+        } = Scenario::start(
             dir.path(),
             env!("CARGO_BIN_EXE_test_broker"),
             env!("CARGO_BIN_EXE_test_consumer"),
@@ -89,35 +102,11 @@ impl Processes {
             dir,
             topic,
             group,
-            scenario,
-        }
-    }
-
-    /// The scenario's parts, in the order the scenarios bind them: the
-    /// work directory, the topic, the group, the `test_broker` process
-    /// (`None` on `KAFKA_BROKERS`; bind it for the whole scenario, as it is
-    /// killed when dropped), the bootstrap servers, the handling log and how
-    /// to start consumers.
-    pub(crate) fn into_parts(
-        self,
-    ) -> (
-        WorkDir,
-        String,
-        String,
-        Option<ChildGuard>,
-        String,
-        PathBuf,
-        ConsumerConfig,
-    ) {
-        let Scenario {
             broker,
             brokers,
             log,
             consumers,
-        } = self.scenario;
-        (
-            self.dir, self.topic, self.group, broker, brokers, log, consumers,
-        )
+        }
     }
 }
 

@@ -42,8 +42,15 @@ async fn sigkilled_consumers_lose_nothing_and_dead_letter_every_poison_record() 
     let _one = setup::one_at_a_time().await;
     let started = Instant::now();
     let mut rng = setup::seeded_rng("crash loop");
-    let (mut dir, topic, group, _broker, brokers, log, consumers) =
-        setup::Processes::start("crash-loop", PARTITIONS).into_parts();
+    let setup::Processes {
+        mut dir,
+        topic,
+        group,
+        broker: _broker,
+        brokers,
+        log,
+        consumers,
+    } = setup::Processes::start("crash-loop", PARTITIONS);
     let producer =
         KeyedProducer::start_with(&brokers, &topic, KEYS, Duration::from_millis(40), true);
 

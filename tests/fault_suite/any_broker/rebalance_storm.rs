@@ -141,8 +141,15 @@ async fn storm(label: &str, strategy: &str) {
     let _one = setup::one_at_a_time().await;
     let started = Instant::now();
     let mut rng = setup::seeded_rng(&format!("storm ({label})"));
-    let (mut dir, topic, group, _broker, brokers, log, consumers) =
-        setup::Processes::start(&format!("storm-{label}"), PARTITIONS).into_parts();
+    let setup::Processes {
+        mut dir,
+        topic,
+        group,
+        broker: _broker,
+        brokers,
+        log,
+        consumers,
+    } = setup::Processes::start(&format!("storm-{label}"), PARTITIONS);
     let producer = KeyedProducer::start(&brokers, &topic, KEYS, Duration::from_millis(40));
     let sampler = PausedSampler::start();
     let mut spawned = 0;

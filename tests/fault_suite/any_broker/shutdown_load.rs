@@ -23,8 +23,15 @@ const DRAIN: Duration = Duration::from_secs(5);
 async fn sigterm_with_thousands_in_flight_drains_commits_and_redelivers_nothing_committed() {
     let _one = setup::one_at_a_time().await;
     let started = Instant::now();
-    let (mut dir, topic, group, _broker, brokers, log, consumers) =
-        setup::Processes::start("shutdown-load", PARTITIONS).into_parts();
+    let setup::Processes {
+        mut dir,
+        topic,
+        group,
+        broker: _broker,
+        brokers,
+        log,
+        consumers,
+    } = setup::Processes::start("shutdown-load", PARTITIONS);
     let producer = KeyedProducer::start(&brokers, &topic, KEYS, Duration::from_millis(1));
     let filled = wait_for(
         "the backlog to be written",
